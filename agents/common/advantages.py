@@ -1,0 +1,236 @@
+"""Advantage estimators for RL on language models.
+
+Two families are provided:
+
+* **Outcome supervision with group baselines** (GRPO, DeepSeekMath arXiv:2402.03300 section 4.1.2):
+  one scalar reward per response, normalised within the group of responses sampled for the same
+  prompt (:func:`group_normalized`), then broadcast to every response token
+  (:func:`broadcast_to_tokens`).
+* **Generalized Advantage Estimation** (GAE, arXiv:1506.02438 eq. 16) with a learned value function,
+  per token (:func:`gae`), as used by PPO for language models.
+
+Notation: ``N`` sequences (responses), ``T`` padded response tokens, ``G`` group size.
+``response_mask`` of shape ``(N, T)`` is 1.0/True on real response tokens and 0/False on padding.
+All functions are pure torch functions; they work on any device and preserve the floating dtype of
+their inputs (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized"]
+
+#: Valid values of the ``scale`` argument of :func:`group_normalized`.
+GROUP_SCALES: tuple[str, ...] = ("group", "batch", "none")
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _check_shape(name: str, tensor: Tensor, expected: tuple[int, ...], hint: str = "") -> None:
+    if _shape(tensor) != expected:
+        extra = f" ({hint})" if hint else ""
+        raise ValueError(f"{name} has shape {_shape(tensor)}, expected {expected}{extra}")
+
+
+def _as_float(t: Tensor) -> Tensor:
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
+def group_normalized(
+    rewards: Tensor,
+    group_ids: Tensor,
+    scale: str = "group",
+    eps: float = 1e-4,
+) -> Tensor:
+    r"""Group-relative advantages for outcome supervision (GRPO).
+
+    DeepSeekMath (arXiv:2402.03300) section 4.1.2, "Outcome Supervision RL with GRPO": for the ``G``
+    responses ``o_1 .. o_G`` sampled for the same question, with rewards ``r = {r_1 .. r_G}``,
+
+    .. math:: \hat A_i = \frac{r_i - \mathrm{mean}(r)}{\mathrm{std}(r) + \epsilon}
+
+    and the same :math:`\hat A_i` is used for every token of :math:`o_i` (see
+    :func:`broadcast_to_tokens`).
+
+    ``std`` is the *unbiased* (Bessel-corrected, ``torch.std`` default) standard deviation, as in TRL
+    and verl. A group of size 1 has std 0 (and advantage 0). A group whose rewards are all equal gets
+    exactly 0 advantages (never NaN), whatever ``scale`` is, since it carries no learning signal.
+
+    Args:
+        rewards: Scalar reward of each response, shape ``(N,)``. Integer/bool rewards are converted
+            to the default float dtype.
+        group_ids: Integer group (prompt) id of each response, shape ``(N,)``. Responses with the
+            same id form a group; groups need not be contiguous, sorted, or of equal size.
+        scale: How the centred rewards are divided:
+
+            * ``"group"``: by the std of the response's own group (GRPO, DeepSeekMath).
+            * ``"batch"``: by the std of all ``N`` rewards of the batch (TRL ``scale_rewards="batch"``);
+              the mean is still the group mean.
+            * ``"none"``: not divided, only the group mean is subtracted (Dr. GRPO, arXiv:2503.20783).
+        eps: Added to the std before dividing, for numerical stability (ignored for ``"none"``).
+
+    Returns:
+        Advantages, shape ``(N,)``, same dtype and device as ``rewards`` (float). Unitless, in the
+        units of the reward (``"none"``) or of standard deviations (``"group"``/``"batch"``).
+
+    Raises:
+        ValueError: If ``rewards`` is not 1-D, ``group_ids`` does not have the shape of ``rewards``
+            or is not an integer tensor, ``eps`` is negative, or ``scale`` is not one of
+            ``"group"``, ``"batch"``, ``"none"``.
+
+    Example:
+        One group of four responses, two correct: mean 0.5, unbiased std
+        ``sqrt((4 * 0.25) / 3) = 0.57735``, so ``A = +-0.5 / (0.57735 + 1e-4) = +-0.86588``.
+
+        >>> import torch
+        >>> group_normalized(torch.tensor([1., 0., 1., 0.]), torch.tensor([0, 0, 0, 0]))
+        tensor([ 0.8659, -0.8659,  0.8659, -0.8659])
+    """
+    if scale not in GROUP_SCALES:
+        raise ValueError(f"scale must be one of {list(GROUP_SCALES)}, got {scale!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards has shape {_shape(rewards)}, expected (N,) (1-D)")
+    _check_shape("group_ids", group_ids, _shape(rewards), "same as rewards: (N,)")
+    if group_ids.is_floating_point() or group_ids.is_complex():
+        raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
+
+    rewards = _as_float(rewards).detach()  # (N,)
+    n = rewards.shape[0]
+    if n == 0:
+        return rewards.clone()  # (0,)
+
+    # Map arbitrary ids to 0..K-1 so groups need not be contiguous or sorted.
+    _, inverse = torch.unique(group_ids.to(rewards.device), return_inverse=True)  # (N,)
+    num_groups = int(inverse.max().item()) + 1
+
+    zeros_k = torch.zeros(num_groups, dtype=rewards.dtype, device=rewards.device)  # (K,)
+    counts = zeros_k.index_add(0, inverse, torch.ones_like(rewards))  # (K,)
+    sums = zeros_k.index_add(0, inverse, rewards)  # (K,)
+    means = sums / counts  # (K,) every group has >= 1 member
+    centred = rewards - means[inverse]  # (N,)
+
+    # Groups with identical rewards: force exact zeros (mean may differ from r_i by rounding).
+    g_max = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amax", include_self=False)  # (K,)
+    g_min = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amin", include_self=False)  # (K,)
+    constant = (g_max == g_min)[inverse]  # (N,) bool
+    centred = torch.where(constant, torch.zeros_like(centred), centred)  # (N,)
+
+    if scale == "none":
+        return centred  # (N,)
+
+    if scale == "group":
+        sq = zeros_k.index_add(0, inverse, centred * centred)  # (K,)
+        var = sq / (counts - 1).clamp(min=1)  # (K,) unbiased; groups of size 1 have sq == 0
+        std = var.sqrt()[inverse]  # (N,)
+    else:  # "batch"
+        batch_std = rewards.std() if n > 1 else rewards.new_zeros(())  # () unbiased
+        std = batch_std.expand_as(rewards)  # (N,)
+
+    return centred / (std + eps)  # (N,)
+
+
+def broadcast_to_tokens(advantages: Tensor, response_mask: Tensor) -> Tensor:
+    """Give every response token of a sequence the advantage of its sequence.
+
+    Outcome supervision (DeepSeekMath arXiv:2402.03300 section 4.1.2) sets
+    ``A_hat_{i,t} = A_hat_i`` for all tokens ``t`` of response ``o_i``.
+
+    Args:
+        advantages: Per-sequence advantages, shape ``(N,)``.
+        response_mask: Shape ``(N, T)``, nonzero/True on real response tokens, 0/False on padding.
+
+    Returns:
+        Per-token advantages, shape ``(N, T)``, dtype of ``advantages``; exactly 0 on padding.
+
+    Raises:
+        ValueError: If ``advantages`` is not 1-D or ``response_mask`` is not ``(N, T)``.
+    """
+    if advantages.dim() != 1:
+        raise ValueError(f"advantages has shape {_shape(advantages)}, expected (N,) (1-D)")
+    if response_mask.dim() != 2 or response_mask.shape[0] != advantages.shape[0]:
+        raise ValueError(
+            f"response_mask has shape {_shape(response_mask)}, expected ({advantages.shape[0]}, T) "
+            f"(N from advantages)"
+        )
+    advantages = _as_float(advantages)  # (N,)
+    mask = response_mask.to(device=advantages.device) != 0  # (N, T) bool
+    per_token = advantages.unsqueeze(1).expand(mask.shape)  # (N, T)
+    return torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)
+
+
+def gae(
+    token_rewards: Tensor,
+    values: Tensor,
+    response_mask: Tensor,
+    gamma: float = 1.0,
+    gae_lambda: float = 0.95,
+) -> tuple[Tensor, Tensor]:
+    r"""Generalized Advantage Estimation over response tokens.
+
+    GAE (Schulman et al., arXiv:1506.02438 eq. 16), computed by the backward recursion
+
+    .. math::
+        \delta_t = r_t + \gamma V_{t+1} - V_t, \qquad
+        \hat A_t = \delta_t + \gamma \lambda \hat A_{t+1}, \qquad
+        R_t = \hat A_t + V_t,
+
+    where ``t`` runs over the real tokens of one sequence. Each sequence is one episode that ends at
+    its last real token: the value after it is 0 and ``A_hat`` after it is 0, so sequences may end
+    before ``T``. Padding positions (mask 0) get advantage 0 and return 0 and are *skipped* by the
+    recursion (their reward and value are ignored; a masked position inside a sequence is bridged,
+    the next real token is used as ``t + 1``, as in verl). The loop runs backwards over ``T`` and is
+    vectorised over ``N``.
+
+    No gradient flows through the result: inputs are detached (advantages and returns are targets).
+
+    Args:
+        token_rewards: Per-token rewards ``r_t``, shape ``(N, T)`` (e.g. the outcome reward on the
+            last token minus a per-token KL penalty).
+        values: Value estimates ``V(s_t)``, shape ``(N, T)``, in the units of the reward.
+        response_mask: Shape ``(N, T)``, nonzero/True on real response tokens, 0/False on padding.
+        gamma: Discount factor, in ``[0, 1]``.
+        gae_lambda: GAE ``lambda``, in ``[0, 1]`` (0: one-step TD, 1: Monte Carlo return minus value).
+
+    Returns:
+        ``(advantages, returns)``, both shape ``(N, T)`` with the floating dtype of ``token_rewards``;
+        ``returns = advantages + values`` on real tokens, both 0 on padding.
+
+    Raises:
+        ValueError: If ``token_rewards`` is not 2-D, ``values`` or ``response_mask`` does not have
+            its shape, or ``gamma``/``gae_lambda`` is outside ``[0, 1]``.
+    """
+    if token_rewards.dim() != 2:
+        raise ValueError(f"token_rewards has shape {_shape(token_rewards)}, expected (N, T) (2-D)")
+    expected = _shape(token_rewards)
+    _check_shape("values", values, expected, "same as token_rewards: (N, T)")
+    _check_shape("response_mask", response_mask, expected, "same as token_rewards: (N, T)")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    if not 0.0 <= gae_lambda <= 1.0:
+        raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
+
+    rewards = _as_float(token_rewards).detach()  # (N, T)
+    values = values.detach().to(dtype=rewards.dtype, device=rewards.device)  # (N, T)
+    mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
+
+    n, t_len = rewards.shape
+    advantages = torch.zeros_like(rewards)  # (N, T)
+    next_value = rewards.new_zeros(n)  # (N,) V_{t+1}; 0 after the last real token
+    next_adv = rewards.new_zeros(n)  # (N,) A_{t+1}; 0 after the last real token
+    for t in range(t_len - 1, -1, -1):
+        m = mask[:, t]  # (N,) bool
+        delta = rewards[:, t] + gamma * next_value - values[:, t]  # (N,)
+        adv_t = delta + gamma * gae_lambda * next_adv  # (N,)
+        advantages[:, t] = torch.where(m, adv_t, torch.zeros_like(adv_t))
+        # Padding positions leave the carried state untouched.
+        next_value = torch.where(m, values[:, t], next_value)  # (N,)
+        next_adv = torch.where(m, adv_t, next_adv)  # (N,)
+
+    returns = torch.where(mask, advantages + values, torch.zeros_like(advantages))  # (N, T)
+    return advantages, returns

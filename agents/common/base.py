@@ -1,0 +1,349 @@
+"""LLMAlgorithm: the learn loop shared by every algorithm (rollout, logging, save/load, callbacks).
+
+A training iteration reads straight down: collect ``n_prompts x group_size`` responses (group-aware
+resets, one batched ``generate`` with the KV cache), score them through the env, compute the old and
+reference log-probs once, then the subclass's ``train()`` runs epochs of minibatches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batches
+from agents.common.losses import AGGREGATION_MODES
+from agents.common.policies import LLMPolicy, ReferencePolicy
+from llm_gym.lm import get_language_model
+
+
+class LLMAlgorithm(BaseAlgorithm):
+    """Base class of the RL-for-LLM algorithms, in SB3's ``BaseAlgorithm`` idiom.
+
+    One timestep is one env step: a whole response at sequence level. One iteration samples
+    ``n_prompts`` problems, ``group_size`` responses each (``N = n_prompts * group_size``), then trains.
+
+    Args:
+        policy: ``"LLMPolicy"`` or a policy class.
+        env: an llm-gym env (or its id); its model handle provides tokenizer and initial weights.
+        learning_rate: optimizer step size (float or SB3 schedule).
+        n_prompts: prompts per rollout.
+        group_size: responses per prompt ``G``.
+        batch_size: sequences per optimizer step (None = the whole rollout, one step per epoch).
+        micro_batch_size: sequences per forward/backward (gradient accumulation).
+        n_epochs: passes over each rollout.
+        clip_range: epsilon (lower clip bound ``1 - clip_range``), PPO eq. 7.
+        clip_range_high: upper epsilon (None = ``clip_range``; DAPO clip-higher).
+        beta: KL coefficient (0 disables the reference model and its memory).
+        kl_estimator: ``"k1" | "k2" | "k3"``.
+        loss_aggregation: one of ``agents.common.losses.AGGREGATION_MODES``.
+        scale_rewards: advantage scaling ``"group" | "batch" | "none"``.
+        temperature: sampling temperature (also used for the log-probs).
+        top_p: nucleus sampling (1.0 = off).
+        max_grad_norm: gradient clipping (L2 norm).
+        policy_kwargs: extra policy arguments (e.g. ``optimizer_kwargs``).
+        tensorboard_log: TensorBoard folder (None = no TensorBoard).
+        verbose: 0 silent, 1 log table to stdout.
+        seed: seeds Python, NumPy, torch and the env.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+
+    Raises:
+        ValueError: invalid sizes or names (each message names the argument).
+    """
+
+    policy_aliases = {"LLMPolicy": LLMPolicy}  # noqa: RUF012
+    policy: LLMPolicy
+
+    def __init__(
+        self,
+        policy: str | type[LLMPolicy],
+        env,
+        learning_rate: float = 1e-6,
+        n_prompts: int = 4,
+        group_size: int = 8,
+        batch_size: int | None = None,
+        micro_batch_size: int = 8,
+        n_epochs: int = 1,
+        clip_range: float = 0.2,
+        clip_range_high: float | None = None,
+        beta: float = 0.04,
+        kl_estimator: str = "k3",
+        loss_aggregation: str = "seq-mean-token-mean",
+        scale_rewards: str = "group",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_grad_norm: float = 1.0,
+        policy_kwargs: dict[str, Any] | None = None,
+        tensorboard_log: str | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: str = "auto",
+        stats_window_size: int = 100,
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(policy, env, learning_rate, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
+                         tensorboard_log=tensorboard_log, verbose=verbose, device=device, support_multi_env=True,
+                         seed=seed, supported_action_spaces=(spaces.Box,))
+        self.n_prompts, self.group_size = int(n_prompts), int(group_size)
+        self.batch_size = batch_size
+        self.micro_batch_size = int(micro_batch_size)
+        self.n_epochs = int(n_epochs)
+        self.clip_range, self.clip_range_high = float(clip_range), clip_range_high
+        self.beta, self.kl_estimator = float(beta), kl_estimator
+        self.loss_aggregation, self.scale_rewards = loss_aggregation, scale_rewards
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.max_grad_norm = float(max_grad_norm)
+        self.model_name_or_path: str | None = None
+        self._check_config()
+        if _init_setup_model:
+            self._setup_model()
+
+    @property
+    def rollout_size(self) -> int:
+        """Sequences per rollout, ``N = n_prompts * group_size``."""
+        return self.n_prompts * self.group_size
+
+    def _check_config(self) -> None:
+        for name in ("n_prompts", "group_size", "micro_batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size is not None and not 1 <= self.batch_size <= self.rollout_size:
+            raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size={self.rollout_size}")
+        if self.loss_aggregation not in AGGREGATION_MODES:
+            raise ValueError(f"loss_aggregation must be one of {AGGREGATION_MODES}, got {self.loss_aggregation!r}")
+        if self.env is not None and self.rollout_size % self.n_envs:
+            raise ValueError(f"n_prompts*group_size={self.rollout_size} must be a multiple of the number of envs "
+                             f"({self.n_envs}).")
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        if self.env is not None:
+            lm = self.env.get_attr("lm")[0]
+        elif self.model_name_or_path is not None:
+            lm = get_language_model(self.model_name_or_path)
+        else:
+            raise ValueError("An env (or a saved model path) is needed: the tokenizer and weights come from it.")
+        self.model_name_or_path = lm.name_or_path
+        self.lm = lm
+        policy_kwargs = {"temperature": self.temperature, "top_p": self.top_p, **self.policy_kwargs}
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, lm=lm,
+                                        **policy_kwargs).to(self.device)
+        self.ref_policy = ReferencePolicy(lm, self.temperature).to(self.device) if self.beta > 0 else None
+        self.rollout_buffer = GroupRolloutBuffer(self.device)
+        self._problem_rng = np.random.default_rng(self.seed)
+        self._rollout_stats: dict[str, float] = {}
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "lm", "ref_policy", "_problem_rng", "_rollout_stats"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "policy.optimizer"], []
+
+    @property
+    def _one_step_per_rollout(self) -> bool:
+        """True when each rollout gets exactly one optimizer step: then pi_old = pi exactly."""
+        return self.n_epochs == 1 and (self.batch_size or self.rollout_size) >= self.rollout_size
+
+    # ------------------------------------------------------------------ rollout
+    def _sample_problems(self) -> np.ndarray:
+        """Problem index of each of the N sequences: ``n_prompts`` draws, each repeated ``group_size`` times."""
+        n_problems = self.env.get_attr("n_problems")[0]
+        draws = self._problem_rng.integers(n_problems, size=self.n_prompts)
+        return np.repeat(draws, self.group_size)
+
+    def _reset_to(self, env: VecEnv, problem_ids: np.ndarray) -> dict[str, np.ndarray]:
+        env.set_options([{"problem_id": int(k)} for k in problem_ids])
+        return env.reset()
+
+    def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer) -> bool:
+        """Sample ``N`` responses (G per prompt), step them through ``env`` and fill the buffer.
+
+        Returns:
+            False when a callback asked to stop training.
+        """
+        callback.on_rollout_start()
+        problem_ids = self._sample_problems()  # (N,)
+        chunks = np.split(problem_ids, len(problem_ids) // env.num_envs)
+        obs = [self._reset_to(env, chunk) for chunk in chunks]
+        b_prompt_ids = torch.as_tensor(np.concatenate([o["input_ids"] for o in obs]))  # (N, L)
+        b_prompt_mask = torch.as_tensor(np.concatenate([o["attention_mask"] for o in obs]))  # (N, L)
+        start = time.perf_counter()
+        gen = self.policy.generate(b_prompt_ids, b_prompt_mask)
+        gen_seconds = time.perf_counter() - start
+        b_rewards, infos = np.zeros(len(problem_ids), dtype=np.float32), []
+        for c, chunk in enumerate(chunks):
+            if len(chunks) > 1:
+                self._reset_to(env, chunk)
+            rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
+            _, rewards, dones, step_infos = env.step(gen.response_ids[rows].numpy())
+            b_rewards[rows], infos = rewards, infos + list(step_infos)
+            self.num_timesteps += env.num_envs
+            self._update_info_buffer(step_infos, dones)
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+        group_ids = np.repeat(np.arange(self.n_prompts), self.group_size)
+        rollout_buffer.add(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask,
+                           torch.as_tensor(b_rewards), torch.as_tensor(group_ids))
+        self._compute_rollout_log_probs(rollout_buffer)
+        self._rollout_stats = rollout_metrics(b_rewards, group_ids, infos, gen.response_mask, gen_seconds)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    @torch.no_grad()
+    def _compute_rollout_log_probs(self, buffer: GroupRolloutBuffer) -> None:
+        """Old log-probs (only if several optimizer steps use this rollout) and reference log-probs (beta > 0),
+        once per rollout, in micro-batches, without grad."""
+        s = buffer.samples
+        old, ref = [], []
+        for mb in micro_batches(s, self.micro_batch_size):
+            args = (mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask)
+            if not self._one_step_per_rollout:
+                old.append(self.policy.log_probs(*args)[0])
+            if self.ref_policy is not None:
+                ref.append(self.ref_policy.log_probs(*args))
+        buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None)
+
+    # ------------------------------------------------------------------ optimisation
+    def _gradient_step(self, mb: RolloutSamples, loss_fn) -> dict[str, float]:
+        """One optimizer step on a minibatch, accumulating gradients over micro-batches.
+
+        ``loss_fn(micro, log_probs, old_log_probs) -> (loss, stats)`` gives the micro-batch loss aggregated
+        over the micro-batch; it is re-weighted so the accumulated gradient equals the gradient of the
+        loss aggregated over the whole minibatch (``micro_batch_weight``).
+        """
+        optimizer = self.policy.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = defaultdict(float)
+        for micro in micro_batches(mb, self.micro_batch_size):
+            log_probs, entropy = self.policy.log_probs(micro.prompt_ids, micro.prompt_mask, micro.response_ids,
+                                                       micro.response_mask, return_entropy=True)
+            old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
+            loss, micro_stats = loss_fn(micro, log_probs, old)
+            weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
+            (loss * weight).backward()
+            tokens = micro.response_mask.sum().clamp(min=1)
+            micro_stats["entropy"] = (entropy * micro.response_mask).sum() / tokens
+            token_share = float(micro.response_mask.sum() / mb.response_mask.sum().clamp(min=1))
+            stats["loss"] += float(loss.detach()) * weight
+            for key, value in micro_stats.items():
+                stats[key] += float(value) * (weight if key == "policy_loss" else token_share)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), self.max_grad_norm)
+        optimizer.step()
+        stats["grad_norm"] = float(grad_norm)
+        return stats
+
+    def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
+        for key in all_stats[0]:
+            self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats])))
+        self._n_updates += len(all_stats)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def train(self) -> None:
+        """Update the policy on the stored rollout (implemented by each algorithm)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ loop
+    def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str | None = None,
+              reset_num_timesteps: bool = True, progress_bar: bool = False):
+        """Train for ``total_timesteps`` env steps (responses at sequence level), SB3's ``learn``.
+
+        Args:
+            total_timesteps: env steps to collect (rounded up to whole rollouts of ``N``).
+            callback: SB3 callback(s) (``CheckpointCallback``, ``EvalCallback``, ``CallbackList``...).
+            log_interval: dump logs every this many iterations.
+            tb_log_name: TensorBoard run name (default: the class name).
+            reset_num_timesteps: start the timestep counter (and a new TensorBoard run) from 0.
+            progress_bar: show a tqdm/rich progress bar.
+        """
+        iteration = 0
+        self._n_updates = getattr(self, "_n_updates", 0)
+        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
+                                                      tb_log_name or type(self).__name__, progress_bar)
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < total_timesteps:
+            if not self.collect_rollouts(self.env, callback, self.rollout_buffer):
+                break
+            iteration += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            self.train()
+            if log_interval is not None and iteration % log_interval == 0:
+                self.dump_logs(iteration)
+        callback.on_training_end()
+        return self
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """Record the rollout and time metrics (docs/metrics.md) and write every logger output."""
+        elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        if len(self.ep_info_buffer) > 0:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep["r"] for ep in self.ep_info_buffer]))
+        for key, value in self._rollout_stats.items():
+            self.logger.record(key, value)
+        self.logger.record("time/iterations", iteration, exclude="tensorboard")
+        self.logger.record("time/fps", (self.num_timesteps - self._num_timesteps_at_start) / elapsed)
+        self.logger.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    def save(self, path: str | os.PathLike, exclude=None, include=None) -> None:
+        """SB3 ``save`` (zip with hyperparameters, policy and optimizer state), written atomically.
+
+        The zip is written to ``<path>.tmp`` and renamed over ``path``, so a crash or Ctrl-C mid-save
+        never corrupts an existing checkpoint. The reference model is not saved (it is the env's model).
+        """
+        target = Path(path)
+        if target.suffix == "":
+            target = target.with_suffix(".zip")
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            super().save(tmp, exclude=exclude, include=include)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:
+    """Weight of a micro-batch loss so that summed weighted gradients equal the minibatch loss gradient.
+
+    ``token-mean`` divides by all tokens of the minibatch: weight = tokens(micro) / tokens(minibatch).
+    The per-sequence modes average over sequences: weight = rows(micro) / rows(minibatch).
+    """
+    if mode == "token-mean":
+        return float(micro_mask.sum() / mb_mask.sum().clamp(min=1))
+    return micro_mask.shape[0] / mb_mask.shape[0]
+
+
+def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict], response_mask: torch.Tensor,
+                    gen_seconds: float) -> dict[str, float]:
+    """The ``rollout/*`` and ``time/tokens_per_second`` metrics of one rollout (docs/metrics.md)."""
+    lengths = response_mask.sum(-1).float()
+    group_std = np.array([rewards[group_ids == g].std(ddof=1) if (group_ids == g).sum() > 1 else 0.0
+                          for g in np.unique(group_ids)])
+    stats = {
+        "rollout/accuracy": float(np.mean([i.get("accuracy", np.nan) for i in infos])),
+        "rollout/response_length": float(lengths.mean()),
+        "rollout/truncated_fraction": float(np.mean([i.get("truncated_by_length", False) for i in infos])),
+        "rollout/reward_std": float(group_std.mean()),
+        "rollout/zero_std_groups": float(np.mean(group_std < 1e-8)),
+        "time/tokens_per_second": float(lengths.sum()) / max(gen_seconds, 1e-9),
+    }
+    components = defaultdict(list)
+    for info in infos:
+        for name, value in info.get("reward_components", {}).items():
+            components[name].append(value)
+    stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
+    return stats

@@ -1,0 +1,347 @@
+"""Policy-gradient losses for RL on language models (PPO, GRPO, DAPO, Dr. GRPO).
+
+Notation: ``N`` sequences (responses), ``T`` padded response tokens. ``mask``/``response_mask`` of
+shape ``(N, T)`` is 1.0/True on real response tokens and 0/False on padding (it is treated as
+binary: any nonzero entry is a real token). Log-probabilities are natural logs, so KL values are in
+nats. All functions are pure torch functions; they work on any device and keep the floating dtype
+of their inputs (float32 or float64).
+
+References:
+    * PPO: Schulman et al., arXiv:1707.06347 (clipped surrogate, eq. 7).
+    * GRPO: DeepSeekMath, Shao et al., arXiv:2402.03300 (objective eq. 3, KL estimator eq. 4).
+    * DAPO: Yu et al., arXiv:2503.14476 (clip-higher eq. 10, token-level loss eq. 8).
+    * Dr. GRPO: Liu et al., arXiv:2503.20783 (constant length normalisation).
+    * KL estimators: J. Schulman, "Approximating KL Divergence" (2020), http://joschu.net/blog/kl-approx.html
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AGGREGATION_MODES",
+    "KL_ESTIMATORS",
+    "LOG_RATIO_CLAMP",
+    "aggregate",
+    "clipped_surrogate",
+    "kl_divergence",
+    "policy_loss",
+]
+
+#: Valid ``mode`` values of :func:`aggregate` (and ``loss_aggregation`` of :func:`policy_loss`).
+AGGREGATION_MODES: tuple[str, ...] = (
+    "seq-mean-token-mean",
+    "token-mean",
+    "seq-mean-token-sum",
+    "seq-mean-token-sum-norm",
+)
+
+#: Valid ``estimator`` values of :func:`kl_divergence`.
+KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
+
+#: Log-ratios are clamped to ``[-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP]`` before ``exp`` (k3 KL, importance
+#: ratio) so that ``exp`` cannot overflow (``exp(20) ~ 4.9e8``); inside the range this is exact.
+LOG_RATIO_CLAMP: float = 20.0
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _check_2d(name: str, tensor: Tensor) -> None:
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} has shape {_shape(tensor)}, expected (N, T) (2-D)")
+
+
+def _check_same(name: str, tensor: Tensor, ref_name: str, ref: Tensor) -> None:
+    if _shape(tensor) != _shape(ref):
+        raise ValueError(
+            f"{name} has shape {_shape(tensor)}, expected {_shape(ref)} (same as {ref_name}: (N, T))"
+        )
+
+
+def _check_advantages(advantages: Tensor, log_probs: Tensor) -> None:
+    n, t = log_probs.shape
+    if _shape(advantages) not in ((n,), (n, t)):
+        raise ValueError(
+            f"advantages has shape {_shape(advantages)}, expected ({n},) or ({n}, {t}) "
+            f"((N,) or (N, T) of log_probs)"
+        )
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` over positions where the bool ``mask`` is True; 0 if there are none."""
+    x = torch.where(mask, x, torch.zeros_like(x))  # (N, T)
+    return x.sum() / mask.sum().clamp(min=1).to(x.dtype)  # ()
+
+
+def aggregate(loss: Tensor, mask: Tensor, mode: str, max_len: int | None = None) -> Tensor:
+    r"""Reduce a per-token loss to a scalar.
+
+    Modes (``L_{i,t}`` the per-token loss, ``|o_i|`` the number of real tokens of sequence ``i``):
+
+    * ``"seq-mean-token-mean"``: :math:`\frac1N \sum_i \frac1{|o_i|} \sum_t L_{i,t}`: mean over the
+      tokens of each sequence, then mean over sequences (GRPO, DeepSeekMath arXiv:2402.03300 eq. 3).
+    * ``"token-mean"``: :math:`\frac{1}{\sum_i |o_i|} \sum_{i,t} L_{i,t}`: every token of the batch
+      weighs the same (DAPO arXiv:2503.14476 eq. 8; PPO).
+    * ``"seq-mean-token-sum"``: :math:`\frac1N \sum_i \sum_t L_{i,t}`.
+    * ``"seq-mean-token-sum-norm"``: :math:`\frac1N \sum_i \frac{1}{\mathrm{max\_len}} \sum_t L_{i,t}`:
+      a constant normaliser instead of the length (Dr. GRPO arXiv:2503.20783).
+
+    In the per-sequence modes a sequence with no real token contributes 0 to the sum and still
+    counts in ``N`` (as in TRL). An all-zero mask gives a loss of 0 (never NaN). Padding positions
+    are excluded with ``torch.where``, so NaN/inf values there do not leak into the loss or its
+    gradient.
+
+    Args:
+        loss: Per-token loss, shape ``(N, T)``.
+        mask: Shape ``(N, T)``, nonzero/True on real tokens.
+        mode: One of :data:`AGGREGATION_MODES`.
+        max_len: Normaliser of ``"seq-mean-token-sum-norm"`` (default ``T``); ignored by other modes.
+
+    Returns:
+        0-d tensor with the dtype and device of ``loss``.
+
+    Raises:
+        ValueError: If ``loss`` is not 2-D, ``mask`` does not have its shape, ``mode`` is not one of
+            :data:`AGGREGATION_MODES`, or ``max_len`` is not positive.
+    """
+    if mode not in AGGREGATION_MODES:
+        raise ValueError(f"mode must be one of {list(AGGREGATION_MODES)}, got {mode!r}")
+    _check_2d("loss", loss)
+    _check_same("mask", mask, "loss", loss)
+    if max_len is not None and max_len <= 0:
+        raise ValueError(f"max_len must be a positive int, got {max_len}")
+
+    m = mask.to(device=loss.device) != 0  # (N, T) bool
+    masked = torch.where(m, loss, torch.zeros_like(loss))  # (N, T)
+    n, t = loss.shape
+
+    if mode == "token-mean":
+        return masked.sum() / m.sum().clamp(min=1).to(loss.dtype)  # ()
+
+    seq_sum = masked.sum(dim=1)  # (N,)
+    if mode == "seq-mean-token-mean":
+        seq_val = seq_sum / m.sum(dim=1).clamp(min=1).to(loss.dtype)  # (N,)
+    elif mode == "seq-mean-token-sum":
+        seq_val = seq_sum  # (N,)
+    else:  # "seq-mean-token-sum-norm"
+        seq_val = seq_sum / float(max_len if max_len is not None else t)  # (N,)
+    return seq_val.sum() / max(n, 1)  # ()
+
+
+def kl_divergence(log_probs: Tensor, ref_log_probs: Tensor, estimator: str = "k3") -> Tensor:
+    r"""Per-token estimate of :math:`\mathrm{KL}(\pi_\theta \| \pi_{ref})` from samples of :math:`\pi_\theta`.
+
+    Schulman's estimators, with :math:`\log r = \log \pi_\theta(o_t) - \log \pi_{ref}(o_t)`:
+
+    * ``"k1"``: :math:`\log \frac{\pi_\theta}{\pi_{ref}}` (unbiased, high variance, can be negative).
+    * ``"k2"``: :math:`\frac12 \left(\log \frac{\pi_\theta}{\pi_{ref}}\right)^2` (biased, >= 0).
+    * ``"k3"``: :math:`\frac{\pi_{ref}}{\pi_\theta} - \log\frac{\pi_{ref}}{\pi_\theta} - 1` (unbiased,
+      >= 0, low variance): DeepSeekMath arXiv:2402.03300 eq. 4.
+
+    For numerical safety ``k3`` clamps :math:`\log(\pi_{ref}/\pi_\theta)` to
+    ``[-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] = [-20, 20]`` before ``exp`` (exact inside the range; outside
+    it the estimate saturates and its gradient is 0).
+
+    Args:
+        log_probs: Log-probabilities of the sampled tokens under the current policy, shape ``(N, T)``.
+        ref_log_probs: Log-probabilities of the same tokens under the reference policy, ``(N, T)``.
+        estimator: One of :data:`KL_ESTIMATORS`.
+
+    Returns:
+        Per-token KL estimate in nats, shape ``(N, T)``. Not masked: padding positions hold whatever
+        the inputs give there (mask before reducing).
+
+    Raises:
+        ValueError: If ``estimator`` is unknown, ``log_probs`` is not 2-D, or ``ref_log_probs`` does
+            not have its shape.
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {list(KL_ESTIMATORS)}, got {estimator!r}")
+    _check_2d("log_probs", log_probs)
+    _check_same("ref_log_probs", ref_log_probs, "log_probs", log_probs)
+
+    if estimator == "k1":
+        return log_probs - ref_log_probs  # (N, T)
+    if estimator == "k2":
+        return 0.5 * (log_probs - ref_log_probs) ** 2  # (N, T)
+    log_ref_over_pi = (ref_log_probs - log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
+    return torch.exp(log_ref_over_pi) - log_ref_over_pi - 1.0  # (N, T)
+
+
+def clipped_surrogate(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    clip_range: float = 0.2,
+    clip_range_high: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""PPO's clipped surrogate objective, negated to a per-token loss.
+
+    PPO (arXiv:1707.06347) eq. 7, with the asymmetric "clip-higher" bounds of DAPO
+    (arXiv:2503.14476) eq. 10:
+
+    .. math::
+        L_t = -\min\left(\rho_t \hat A_t,\;
+              \mathrm{clip}(\rho_t, 1 - \epsilon_{low}, 1 + \epsilon_{high}) \hat A_t\right),
+        \qquad \rho_t = \exp(\log\pi_\theta(o_t) - \log\pi_{old}(o_t)).
+
+    The log-ratio is clamped to ``[-20, 20]`` before ``exp`` (see :data:`LOG_RATIO_CLAMP`).
+
+    ``is_clipped`` marks tokens where the clipped term is strictly smaller than the unclipped one,
+    i.e. where it is the active term and the gradient w.r.t. ``log_probs`` is cut to 0: ``A > 0``
+    and ``rho > 1 + eps_high``, or ``A < 0`` and ``rho < 1 - eps_low``. Elsewhere the loss is
+    ``-rho * A`` and its gradient flows through ``rho`` (also at ties).
+
+    Args:
+        log_probs: Log-probabilities of the sampled tokens under the current policy, ``(N, T)``.
+        old_log_probs: Log-probabilities under the sampling (old) policy, ``(N, T)``; treated as
+            constants (detached).
+        advantages: ``(N, T)`` per-token, or ``(N,)`` per-sequence (broadcast over ``T``); detached.
+        clip_range: :math:`\epsilon_{low}` (and :math:`\epsilon_{high}` by default), >= 0.
+        clip_range_high: :math:`\epsilon_{high}`, >= 0; defaults to ``clip_range``. DAPO uses 0.28
+            with ``clip_range=0.2``.
+
+    Returns:
+        ``(per_token_loss, is_clipped)``: float ``(N, T)`` (not masked) and bool ``(N, T)``.
+
+    Raises:
+        ValueError: If ``log_probs`` is not 2-D, ``old_log_probs`` does not have its shape,
+            ``advantages`` is neither ``(N,)`` nor ``(N, T)``, or a clip range is negative.
+    """
+    _check_2d("log_probs", log_probs)
+    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
+    _check_advantages(advantages, log_probs)
+    if clip_range_high is None:
+        clip_range_high = clip_range
+    if clip_range < 0:
+        raise ValueError(f"clip_range must be >= 0, got {clip_range}")
+    if clip_range_high < 0:
+        raise ValueError(f"clip_range_high must be >= 0, got {clip_range_high}")
+
+    adv = advantages.detach().to(dtype=log_probs.dtype, device=log_probs.device)
+    if adv.dim() == 1:
+        adv = adv.unsqueeze(1)  # (N, 1)
+    adv = adv.expand_as(log_probs)  # (N, T)
+
+    log_ratio = (log_probs - old_log_probs.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
+    ratio = torch.exp(log_ratio)  # (N, T)
+    surr_unclipped = ratio * adv  # (N, T)
+    surr_clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range_high) * adv  # (N, T)
+    is_clipped = surr_clipped < surr_unclipped  # (N, T) bool
+    per_token_loss = -torch.where(is_clipped, surr_clipped, surr_unclipped)  # (N, T)
+    return per_token_loss, is_clipped
+
+
+def policy_loss(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    clip_range: float = 0.2,
+    clip_range_high: float | None = None,
+    ref_log_probs: Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: str = "k3",
+    loss_aggregation: str = "seq-mean-token-mean",
+    max_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""The GRPO objective (DeepSeekMath arXiv:2402.03300 eq. 3), negated to a loss to minimise.
+
+    Per token,
+
+    .. math::
+        L_{i,t} = -\min\left(\rho_{i,t} \hat A_{i,t},
+                  \mathrm{clip}(\rho_{i,t}, 1-\epsilon_{low}, 1+\epsilon_{high}) \hat A_{i,t}\right)
+                  + \beta\, \hat D_{KL}[\pi_\theta \| \pi_{ref}]_{i,t}
+
+    (:func:`clipped_surrogate` + ``beta`` * :func:`kl_divergence`), reduced with :func:`aggregate`.
+    With ``loss_aggregation="seq-mean-token-mean"`` and the k3 estimator this is exactly -eq. 3;
+    ``"token-mean"`` with ``clip_range_high > clip_range`` and ``beta=0`` gives DAPO;
+    ``"seq-mean-token-sum-norm"`` with ``group_normalized(..., scale="none")`` gives Dr. GRPO;
+    ``beta=0`` with GAE advantages gives PPO's policy loss.
+
+    With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient
+    w.r.t. ``log_probs[i, t]`` is ``-(1/N)(1/|o_i|)(A_{i,t} + beta (pi_ref/pi_theta - 1))``
+    (DeepSeekMath Appendix A.1.6).
+
+    Args:
+        log_probs: Log-probabilities of the sampled tokens under the current policy, ``(N, T)``;
+            the only input the loss is differentiated through.
+        old_log_probs: Log-probabilities under the sampling policy, ``(N, T)``.
+        advantages: ``(N,)`` per-sequence or ``(N, T)`` per-token advantages.
+        response_mask: ``(N, T)``, nonzero/True on real response tokens.
+        clip_range: :math:`\epsilon_{low}` (and :math:`\epsilon_{high}` by default).
+        clip_range_high: :math:`\epsilon_{high}`; defaults to ``clip_range`` (DAPO clip-higher if larger).
+        ref_log_probs: Log-probabilities under the reference policy, ``(N, T)``. Required iff
+            ``beta > 0``; if given with ``beta == 0`` it is only used for the ``"kl"`` statistic.
+        beta: KL penalty coefficient, >= 0.
+        kl_estimator: One of :data:`KL_ESTIMATORS` (DeepSeekMath uses ``"k3"``).
+        loss_aggregation: One of :data:`AGGREGATION_MODES`.
+        max_len: Normaliser of ``"seq-mean-token-sum-norm"`` (default ``T``).
+
+    Returns:
+        ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d
+        statistics:
+
+        * ``"policy_loss"``: the clipped-surrogate part alone, aggregated like the loss.
+        * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
+          estimate of KL(pi_theta || pi_ref), in nats.
+        * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
+          (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``.
+        * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with
+          ``rho = pi_theta / pi_old`` (log-ratio clamped to ``[-20, 20]``): the k3 estimate of
+          KL(pi_old || pi_theta) with the samples drawn from pi_old (as SB3's PPO ``approx_kl``), in
+          nats, >= 0; 0 when ``pi_theta == pi_old``.
+        * ``"ratio_mean"``: masked token mean of ``rho``.
+
+        Masked means over an all-zero mask are 0.
+
+    Raises:
+        ValueError: If a tensor has the wrong shape (the message names it), ``beta < 0``,
+            ``beta > 0`` without ``ref_log_probs``, or an option is not a valid value.
+    """
+    _check_2d("log_probs", log_probs)
+    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
+    _check_advantages(advantages, log_probs)
+    _check_same("response_mask", response_mask, "log_probs", log_probs)
+    if ref_log_probs is not None:
+        _check_same("ref_log_probs", ref_log_probs, "log_probs", log_probs)
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and ref_log_probs is None:
+        raise ValueError(f"ref_log_probs is required when beta > 0 (got beta={beta})")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
+    if loss_aggregation not in AGGREGATION_MODES:
+        raise ValueError(
+            f"loss_aggregation must be one of {list(AGGREGATION_MODES)}, got {loss_aggregation!r}"
+        )
+
+    surrogate, is_clipped = clipped_surrogate(
+        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high
+    )  # (N, T), (N, T)
+    per_token = surrogate  # (N, T)
+    kl = None
+    if ref_log_probs is not None:
+        kl = kl_divergence(log_probs, ref_log_probs.detach(), estimator=kl_estimator)  # (N, T)
+        if beta > 0:
+            per_token = per_token + beta * kl  # (N, T)
+    loss = aggregate(per_token, response_mask, loss_aggregation, max_len=max_len)  # ()
+
+    with torch.no_grad():
+        m = response_mask.to(device=log_probs.device) != 0  # (N, T) bool
+        log_ratio = (log_probs - old_log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
+        ratio = torch.exp(log_ratio)  # (N, T)
+        stats: dict[str, Tensor] = {
+            "policy_loss": aggregate(surrogate, response_mask, loss_aggregation, max_len=max_len).detach(),
+        }
+        if kl is not None:
+            stats["kl"] = _masked_mean(kl.detach(), m)
+        stats["clip_fraction"] = _masked_mean(is_clipped.to(log_probs.dtype), m)
+        stats["approx_kl"] = _masked_mean((ratio - 1.0) - log_ratio, m)
+        stats["ratio_mean"] = _masked_mean(ratio, m)
+    return loss, stats

@@ -1,0 +1,191 @@
+"""Rollout speed: bare ``model.generate`` versus the full env rollout loop, side by side in one process.
+
+Two measurements on the same weights, the same batch of ``n_prompts x group_size`` prompts, the same
+``max_new_tokens``, sampling settings and seed:
+
+* **bare**: one ``LanguageModel.generate`` call (HF ``model.generate`` with the KV cache) on the batch.
+* **env**: one ``GRPO.collect_rollouts`` call: group-aware VecEnv resets, the batched ``generate``,
+  ``env.step`` (reward scoring) for every response and the rollout buffer. GRPO is built with
+  ``beta=0`` and ``n_epochs=1``, so no reference or old log-prob forward passes are counted.
+
+Throughput is generated tokens (``response_mask`` sum) per wall second. Sampled responses can end at
+different lengths in the two runs, so tokens/second, not wall time, is compared. Repetitions are
+interleaved (bare, env, bare, env, ...) so machine noise hits both alike; the report gives the medians
+and their ratio env/bare (target >= 0.9: the env loop adds at most 10 % overhead).
+
+Example:
+    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout.json
+    python scripts/benchmark.py --tiny --repeats 2 --max-new-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+TARGET_RATIO = 0.9
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags (each documented in ``--help``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="HF model folder, .gguf file or 'default'; unset = SmolLM2-135M-Instruct")
+    p.add_argument("--tiny", action="store_true",
+                   help="build and use the tiny random test model in a temp folder (ignores --model)")
+    p.add_argument("--env", default="LLMMath-v0", help="registered llm-gym env id that supplies the prompts")
+    p.add_argument("--n-problems", type=int, default=64, help="problems the env draws the prompts from")
+    p.add_argument("--n-prompts", type=int, default=4, help="distinct prompts per rollout")
+    p.add_argument("--group-size", type=int, default=8, help="responses per prompt (batch = n_prompts x this)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="response budget in tokens")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions of each measurement")
+    p.add_argument("--warmup", type=int, default=1, help="untimed bare generate calls before timing")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1.0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="torch seed set before every timed call; prompt seed")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; unset = torch's default")
+    p.add_argument("--out", default="benchmarks/rollout.json", help="JSON report path ('' = do not write one)")
+    return p
+
+
+def make_algo(model: str | None, args: argparse.Namespace):
+    """The env and a GRPO with no extra forward passes (beta=0, one epoch), sharing one set of weights."""
+    import gymnasium as gym
+
+    import llm_gym  # noqa: F401  (registers the envs)
+    from agents import GRPO
+
+    env = gym.make(args.env, model=model, n_problems=args.n_problems, max_new_tokens=args.max_new_tokens,
+                   device=args.device)
+    return GRPO("LLMPolicy", env, n_prompts=args.n_prompts, group_size=args.group_size, beta=0.0, n_epochs=1,
+                temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device)
+
+
+def prompt_batch(algo, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(N, L)`` prompt batch that ``collect_rollouts`` samples with ``_problem_rng`` seeded by ``seed``."""
+    base = algo.env.envs[0].unwrapped
+    draws = np.random.default_rng(seed).integers(base.n_problems, size=algo.n_prompts)
+    problem_ids = np.repeat(draws, algo.group_size)
+    return base.lm.encode_prompts([base.prompts[k] for k in problem_ids], base.max_prompt_length)
+
+
+def time_bare(algo, ids: torch.Tensor, mask: torch.Tensor, seed: int) -> dict[str, float]:
+    """One ``LanguageModel.generate`` call on the batch: tokens, seconds, tokens/second."""
+    policy = algo.policy
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    gen = policy.lm.generate(ids, mask, policy.max_new_tokens, model=policy.model,
+                             temperature=policy.temperature, top_p=policy.top_p, do_sample=True)
+    seconds = time.perf_counter() - start
+    tokens = int(gen.response_mask.sum())
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+
+
+def time_env(algo, callback, seed: int) -> dict[str, float]:
+    """One ``collect_rollouts`` call (same prompts every time): tokens, seconds, tokens/second."""
+    algo._problem_rng = np.random.default_rng(seed)  # the same problem draws as prompt_batch(seed)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    if not algo.collect_rollouts(algo.env, callback, algo.rollout_buffer):
+        raise RuntimeError("collect_rollouts stopped early (a callback returned False)")
+    seconds = time.perf_counter() - start
+    tokens = int(algo.rollout_buffer.samples.response_mask.sum())
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
+            "generate_tokens_per_second": float(algo._rollout_stats["time/tokens_per_second"])}
+
+
+def run_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved repetitions of both measurements; returns the JSON-ready report."""
+    from stable_baselines3.common.callbacks import CallbackList
+
+    algo = make_algo(model, args)
+    _, callback = algo._setup_learn(args.repeats * algo.rollout_size, CallbackList([]))
+    ids, mask = prompt_batch(algo, args.seed)
+    for _ in range(args.warmup):
+        time_bare(algo, ids, mask, args.seed)
+    bare, env = [], []
+    for _ in range(args.repeats):
+        bare.append(time_bare(algo, ids, mask, args.seed))
+        env.append(time_env(algo, callback, args.seed))
+    bare_med = statistics.median(r["tokens_per_second"] for r in bare)
+    env_med = statistics.median(r["tokens_per_second"] for r in env)
+    ratio = env_med / bare_med
+    return {
+        "config": {k: v for k, v in vars(args).items() if k != "out"} | {
+            "model_path": algo.model_name_or_path, "batch": algo.rollout_size,
+            "prompt_length": int(ids.shape[1])},
+        "bare": bare, "env": env,
+        "median": {"bare_tokens_per_second": bare_med, "env_tokens_per_second": env_med},
+        "same_token_counts": all(b["tokens"] == e["tokens"] for b, e in zip(bare, env, strict=True)),
+        "ratio": ratio, "target": TARGET_RATIO, "passed": bool(ratio >= TARGET_RATIO),
+        "machine": machine_info(algo),
+    }
+
+
+def machine_info(algo) -> dict[str, Any]:
+    """Platform, CPU count, torch threads and library versions."""
+    import transformers
+
+    return {
+        "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "device": str(next(algo.policy.model.parameters()).device),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Readable per-repeat table plus medians, ratio and verdict."""
+    lines = [f"{'repeat':>6} | {'bare tok':>8} {'bare s':>8} {'bare tok/s':>11} | "
+             f"{'env tok':>8} {'env s':>8} {'env tok/s':>11} {'(gen tok/s)':>11}"]
+    for i, (b, e) in enumerate(zip(report["bare"], report["env"], strict=True)):
+        lines.append(f"{i:>6} | {b['tokens']:>8} {b['seconds']:>8.3f} {b['tokens_per_second']:>11.1f} | "
+                     f"{e['tokens']:>8} {e['seconds']:>8.3f} {e['tokens_per_second']:>11.1f} "
+                     f"{e['generate_tokens_per_second']:>11.1f}")
+    med = report["median"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    lines += [f"median tokens/s: bare {med['bare_tokens_per_second']:.1f}, env {med['env_tokens_per_second']:.1f}",
+              f"ratio env/bare = {report['ratio']:.3f} (target >= {report['target']}): {verdict}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write the JSON report. Returns 0 (the ratio is informative)."""
+    args = build_parser().parse_args(argv)
+    if min(args.repeats, args.n_prompts, args.group_size, args.max_new_tokens) < 1:
+        print("error: --repeats, --n-prompts, --group-size and --max-new-tokens must be >= 1", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="llmgym-tiny-") as tmp:
+        model = args.model
+        if args.tiny:
+            from llm_gym.models import build_tiny_model
+
+            model = str(build_tiny_model(Path(tmp) / "tiny"))
+        report = run_benchmark(model, args)
+    print(format_table(report))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

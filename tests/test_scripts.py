@@ -1,0 +1,112 @@
+"""Fast tests of scripts/benchmark.py, scripts/evaluate.py and scripts/plot_curves.py on the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"llm_gym_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    """A tiny GRPO trained for 16 timesteps with TensorBoard on: its run dir, zip and exported HF folder."""
+    import gymnasium as gym
+
+    import llm_gym  # noqa: F401
+    from agents import GRPO
+
+    tmp = tmp_path_factory.mktemp("grpo_run")
+    env = gym.make("LLMMath-v0", model=str(tiny_model_dir), max_new_tokens=8, n_problems=20, device="cpu")
+    algo = GRPO("LLMPolicy", env, n_prompts=2, group_size=4, learning_rate=1e-3, seed=0, device="cpu",
+                tensorboard_log=str(tmp / "tb"))
+    algo.learn(16)
+    algo.save(tmp / "grpo.zip")
+    export = algo.policy.save_pretrained(tmp / "export")
+    run_dirs = sorted((tmp / "tb").iterdir())
+    return {"run_dir": run_dirs[0], "zip": tmp / "grpo.zip", "export": export}
+
+
+def test_benchmark_writes_consistent_json(tiny_model_dir, tmp_path, capsys):
+    bench = load_script("benchmark")
+    out = tmp_path / "rollout.json"
+    code = bench.main(["--model", str(tiny_model_dir), "--device", "cpu", "--repeats", "2", "--n-prompts", "2",
+                       "--group-size", "2", "--max-new-tokens", "8", "--n-problems", "20", "--warmup", "0", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    med = report["median"]
+    assert med["bare_tokens_per_second"] > 0 and med["env_tokens_per_second"] > 0
+    assert report["ratio"] == pytest.approx(med["env_tokens_per_second"] / med["bare_tokens_per_second"])
+    assert len(report["bare"]) == len(report["env"]) == 2
+    assert report["passed"] == (report["ratio"] >= report["target"])
+    assert report["same_token_counts"]  # same prompts, weights and seed: the same sampled responses
+    assert report["machine"]["torch_threads"] >= 1
+    assert "ratio env/bare" in capsys.readouterr().out
+
+
+def test_evaluate_model_folder(tiny_model_dir, tmp_path):
+    evaluate = load_script("evaluate")
+    out = tmp_path / "results.json"
+    code = evaluate.main(["--model", str(tiny_model_dir), "--device", "cpu", "--n", "6", "--batch-size", "4",
+                          "--max-new-tokens", "8", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["n"] == 6
+    assert result["response_length"] > 0
+    assert "samples" not in result
+
+
+def test_evaluate_checkpoint_matches_export(trained_run, tmp_path):
+    evaluate = load_script("evaluate")
+    common = ["--device", "cpu", "--n", "6", "--batch-size", "3", "--max-new-tokens", "8", "--samples", "6"]
+    ckpt, export = tmp_path / "ckpt.json", tmp_path / "export.json"
+    assert evaluate.main(["--checkpoint", str(trained_run["zip"]), *common, "--out", str(ckpt)]) == 0
+    assert evaluate.main(["--model", str(trained_run["export"]), *common, "--out", str(export)]) == 0
+    a, b = json.loads(ckpt.read_text()), json.loads(export.read_text())
+    assert a["accuracy"] == b["accuracy"]
+    assert [s["response"] for s in a["samples"]] == [s["response"] for s in b["samples"]]
+
+
+def test_evaluate_missing_checkpoint(tmp_path, capsys):
+    evaluate = load_script("evaluate")
+    assert evaluate.main(["--checkpoint", str(tmp_path / "nope.zip")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_plot_curves_writes_png(trained_run, tmp_path, capsys):
+    plot = load_script("plot_curves")
+    assert plot.main(["--logdir", str(trained_run["run_dir"]), "--list"]) == 0
+    assert "rollout/accuracy" in capsys.readouterr().out
+    out = tmp_path / "curves.png"
+    assert plot.main(["--logdir", str(trained_run["run_dir"]), "--tags", "rollout/accuracy", "train/kl",
+                      "no/such_tag", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "no/such_tag" in capsys.readouterr().err
+
+
+def test_plot_curves_empty_dir(tmp_path, capsys):
+    plot = load_script("plot_curves")
+    assert plot.main(["--logdir", str(tmp_path)]) == 1
+    assert "no TensorBoard event files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["benchmark", "evaluate", "plot_curves"])
+def test_help_documents_every_flag(name):
+    parser = load_script(name).build_parser()
+    for action in parser._actions:
+        assert action.help, f"{name}: {action.option_strings} has no help text"
