@@ -20,8 +20,8 @@ class GRPO(LLMAlgorithm):
         L = -(1/G) sum_i (1/|o_i|) sum_t [ min(rho_t A_i, clip(rho_t, 1-eps, 1+eps) A_i) - beta * KL_t ]
 
     with ``rho_t = pi(o_t) / pi_old(o_t)`` and ``KL_t`` the k3 estimator of eq. 4
-    (``pi_ref/pi - log(pi_ref/pi) - 1``). Its gradient coefficient (DeepSeekMath eq. 21, the unified
-    paradigm) is ``A_i + beta * (pi_ref/pi - 1)``.
+    (``pi_ref/pi - log(pi_ref/pi) - 1``). Its gradient coefficient (DeepSeekMath Appendix A.1.6; the
+    unified paradigm of section 5.2.1, eq. 5) is ``A_i + beta * (pi_ref/pi - 1)``.
 
     Defaults follow the paper where it gives them: ``beta=0.04``, ``clip_range=0.2``,
     ``loss_aggregation="seq-mean-token-mean"``, ``scale_rewards="group"``; ``learning_rate=1e-6`` and

@@ -168,7 +168,7 @@ class LanguageModel:
         """Decode ``(B, T)`` response ids (masked positions dropped, special tokens skipped)."""
         return [
             self.tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True)
-            for ids, m in zip(response_ids.cpu(), response_mask.cpu())
+            for ids, m in zip(response_ids.cpu(), response_mask.cpu(), strict=True)
         ]
 
     def response_mask(self, response_ids: torch.Tensor) -> torch.Tensor:
@@ -216,6 +216,7 @@ class LanguageModel:
 
         model = self.model if model is None else model
         device = next(model.parameters()).device
+        input_ids, attention_mask = trim_left_padding(input_ids, attention_mask)
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
@@ -239,6 +240,19 @@ class LanguageModel:
     def log_probs(self, *args, model: torch.nn.Module | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """:func:`sequence_log_probs` with this handle's weights by default."""
         return sequence_log_probs(self.model if model is None else model, *args, **kwargs)
+
+
+def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding in every row of a left-padded batch ``(B, L)``.
+
+    Observations are padded to a fixed ``L`` (128 for LLMMath-v0) while a batch's longest prompt is often
+    much shorter; the dropped columns are masked anyway, so outputs are unchanged and compute shrinks.
+    """
+    used = attention_mask.bool().any(dim=0)  # (L,)
+    if not used.any():
+        return input_ids, attention_mask
+    first = int(used.nonzero()[0])
+    return input_ids[:, first:], attention_mask[:, first:]
 
 
 def sequence_log_probs(
@@ -270,6 +284,7 @@ def sequence_log_probs(
         ``log_probs (B, T)`` float32 (0 on padding) and ``entropy (B, T)`` or None.
     """
     device = next(model.parameters()).device
+    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # (B, L + T)
     attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = evaluate(args)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # missing files, --n beyond what the split holds
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_result(result)

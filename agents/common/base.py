@@ -22,8 +22,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.common.advantages import GROUP_SCALES
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batches
-from agents.common.losses import AGGREGATION_MODES
+from agents.common.losses import AGGREGATION_MODES, KL_ESTIMATORS
 from agents.common.policies import LLMPolicy, ReferencePolicy
 from llm_gym.lm import get_language_model
 
@@ -120,6 +121,14 @@ class LLMAlgorithm(BaseAlgorithm):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size is not None and not 1 <= self.batch_size <= self.rollout_size:
             raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size={self.rollout_size}")
+        for name, valid in (("kl_estimator", KL_ESTIMATORS), ("scale_rewards", GROUP_SCALES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
+        if self.beta < 0 or self.clip_range <= 0 or (self.clip_range_high is not None and self.clip_range_high <= 0):
+            raise ValueError(f"Need beta >= 0 and clip ranges > 0, got beta={self.beta}, "
+                             f"clip_range={self.clip_range}, clip_range_high={self.clip_range_high}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"Need temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
         if self.loss_aggregation not in AGGREGATION_MODES:
             raise ValueError(f"loss_aggregation must be one of {AGGREGATION_MODES}, got {self.loss_aggregation!r}")
         if self.env is not None and self.rollout_size % self.n_envs:
@@ -143,11 +152,12 @@ class LLMAlgorithm(BaseAlgorithm):
                                         **policy_kwargs).to(self.device)
         self.ref_policy = ReferencePolicy(lm, self.temperature).to(self.device) if self.beta > 0 else None
         self.rollout_buffer = GroupRolloutBuffer(self.device)
-        self._problem_rng = np.random.default_rng(self.seed)
+        if not hasattr(self, "_problem_rng"):  # restored by load(): a resumed run continues the draws
+            self._problem_rng = np.random.default_rng(self.seed)
         self._rollout_stats: dict[str, float] = {}
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "lm", "ref_policy", "_problem_rng", "_rollout_stats"]
+        return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []

@@ -13,7 +13,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import GRPO
 from agents.common.base import micro_batch_weight
-from agents.common.losses import policy_loss
 from llm_gym.rewards import RewardFunctionError
 
 
@@ -69,7 +68,7 @@ def test_save_load_gives_identical_predictions_and_weights(make_env, tmp_path):
     env = make_env(reward_fn=digit_reward, max_new_tokens=8)
     loaded = GRPO.load(tmp_path / "grpo", env=env, device="cpu")
     assert loaded.n_prompts == 2 and loaded.group_size == 4 and loaded.learning_rate == 1e-3
-    for (name, a), b in zip(model.policy.model.named_parameters(), loaded.policy.model.parameters()):
+    for (name, a), b in zip(model.policy.model.named_parameters(), loaded.policy.model.parameters(), strict=True):
         assert torch.equal(a, b), name
     obs, _ = env.reset(options={"problem_id": 3})
     a, _ = model.predict(obs, deterministic=True)
@@ -86,7 +85,7 @@ def test_save_pretrained_exports_a_plain_hf_folder(make_env, tmp_path):
     model.learn(8)
     folder = model.policy.save_pretrained(tmp_path / "hf")
     hf = AutoModelForCausalLM.from_pretrained(folder)
-    for a, b in zip(model.policy.model.parameters(), hf.parameters()):
+    for a, b in zip(model.policy.model.parameters(), hf.parameters(), strict=True):
         assert torch.equal(a, b)
     assert (folder / "tokenizer.json").is_file()
 
@@ -160,18 +159,28 @@ def test_micro_batch_weight_by_hand():
     assert micro_batch_weight(mb[:1], mb, "seq-mean-token-mean") == pytest.approx(1 / 4)
 
 
-def test_first_step_is_on_policy(make_env):
-    """With one optimizer step per rollout, pi_old = pi: ratio 1, nothing clipped, approx_kl 0."""
+def test_first_step_is_on_policy(make_env, tmp_path):
+    """With one optimizer step per rollout, pi_old = pi: the logged ratio is 1, nothing is clipped,
+    approx_kl is 0, and no extra forward pass is spent on old log-probs."""
     model = make_grpo(make_env, beta=0.0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(8)
-    assert model.rollout_buffer.samples.old_log_probs is None  # no extra forward pass was spent on it
-    b = model.rollout_buffer.samples
-    with torch.no_grad():
-        log_probs, _ = model.policy.log_probs(b.prompt_ids, b.prompt_mask, b.response_ids, b.response_mask)
-    # After the update the policy moved, so the ratio against the rollout is no longer 1:
-    _, stats = policy_loss(log_probs, log_probs, b.advantages, b.response_mask)
-    assert float(stats["ratio_mean"]) == pytest.approx(1.0)
-    assert float(stats["clip_fraction"]) == 0.0
+    assert model.rollout_buffer.samples.old_log_probs is None
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    logged = dict(zip(rows[0].split(","), map(float, rows[1].split(",")), strict=True))
+    assert logged["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert logged["train/clip_fraction"] == 0.0 and logged["train/approx_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_several_epochs_compute_old_log_probs_and_clip(make_env, tmp_path):
+    """n_epochs=3 with a large learning rate: old log-probs are stored once, later epochs move off-policy."""
+    model = make_grpo(make_env, beta=0.0, n_epochs=3, learning_rate=1e-2)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(8)
+    assert model.rollout_buffer.samples.old_log_probs is not None
+    rows = (tmp_path / "progress.csv").read_text().splitlines()
+    logged = dict(zip(rows[0].split(","), map(float, rows[1].split(",")), strict=True))
+    assert logged["train/approx_kl"] > 0 and logged["train/ratio_mean"] != pytest.approx(1.0, abs=1e-6)
 
 
 def test_invalid_config_errors(make_env):
@@ -179,3 +188,20 @@ def test_invalid_config_errors(make_env):
         make_grpo(make_env, loss_aggregation="mean")
     with pytest.raises(ValueError, match="batch_size=100"):
         make_grpo(make_env, batch_size=100)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        make_grpo(make_env, kl_estimator="k4")
+    with pytest.raises(ValueError, match="scale_rewards"):
+        make_grpo(make_env, scale_rewards="std")
+    with pytest.raises(ValueError, match="temperature"):
+        make_grpo(make_env, temperature=0.0)
+    with pytest.raises(ValueError, match="beta"):
+        make_grpo(make_env, beta=-1.0)
+
+
+def test_resumed_run_continues_problem_draws(make_env, tmp_path):
+    model = make_grpo(make_env)
+    model.learn(8)
+    model.save(tmp_path / "m")
+    expected = model._problem_rng.integers(1000, size=5)
+    loaded = GRPO.load(tmp_path / "m", env=make_env(reward_fn=digit_reward, max_new_tokens=8), device="cpu")
+    assert loaded._problem_rng.integers(1000, size=5).tolist() == expected.tolist()

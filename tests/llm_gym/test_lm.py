@@ -85,3 +85,19 @@ def test_resolve_model_errors_and_paths(tmp_path, tiny_model_dir):
         models.resolve_model(str(tmp_path))
     assert models.resolve_model(str(tiny_model_dir)) == (str(tiny_model_dir), None)
     assert models.resolve_model("org/some-model") == ("org/some-model", None)
+
+
+def test_trim_left_padding_keeps_log_probs_and_generation(tiny_lm):
+    from llm_gym.lm import trim_left_padding
+
+    short_ids, short_mask = tiny_lm.encode_prompts(["What is 1 + 2?", "Hi"], length=14)
+    long_ids, long_mask = tiny_lm.encode_prompts(["What is 1 + 2?", "Hi"], length=40)
+    ids, mask = trim_left_padding(long_ids, long_mask)
+    assert torch.equal(ids, short_ids) and torch.equal(mask, short_mask)
+    a = tiny_lm.generate(short_ids, short_mask, max_new_tokens=6, do_sample=False)
+    b = tiny_lm.generate(long_ids, long_mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(a.response_ids, b.response_ids)
+    with torch.no_grad():
+        la, _ = sequence_log_probs(tiny_lm.model, short_ids, short_mask, a.response_ids, a.response_mask)
+        lb, _ = sequence_log_probs(tiny_lm.model, long_ids, long_mask, a.response_ids, a.response_mask)
+    torch.testing.assert_close(la, lb)

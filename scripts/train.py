@@ -1,0 +1,130 @@
+"""Train a language model with RL on an llm-gym env: the README's main job.
+
+Evaluates greedy accuracy on a held-out split, trains (progress bar, TensorBoard logs), evaluates
+again, saves the algorithm (SB3 zip) and a plain Hugging Face folder, and writes a results JSON.
+
+Example (the defaults: SmolLM2-135M-Instruct, arithmetic curriculum, about 10 minutes on 2 CPU cores)::
+
+    python scripts/train.py --algo grpo --env LLMMath-v0
+    tensorboard --logdir runs/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import llm_gym  # noqa: F401  (registers the envs)
+from agents import GRPO
+from agents.common.evaluation import evaluate_accuracy
+
+ALGORITHMS = {"grpo": GRPO}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag with its meaning; the same text is ``--help``."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--algo", default="grpo", choices=sorted(ALGORITHMS), help="RL algorithm.")
+    add("--env", default="LLMMath-v0", help="Registered env id (LLMMath-v0, LLMGSM8K-v0, ...).")
+    add("--model", default=None, help="HF folder, .gguf file or hub id; default SmolLM2-135M-Instruct.")
+    add("--difficulty", type=int, nargs="+", default=None, help="Arithmetic levels (env default: 1 2).")
+    add("--total-timesteps", type=int, default=320,
+        help="Responses to train on (one timestep = one response); rounded up to whole rollouts.")
+    add("--n-prompts", type=int, default=4, help="Prompts per rollout.")
+    add("--group-size", type=int, default=8, help="Responses per prompt (G).")
+    add("--batch-size", type=int, default=None, help="Sequences per optimizer step (default: whole rollout).")
+    add("--micro-batch-size", type=int, default=8, help="Sequences per forward/backward (grad accumulation).")
+    add("--n-epochs", type=int, default=1, help="Passes over each rollout.")
+    add("--learning-rate", type=float, default=2e-5, help="AdamW learning rate.")
+    add("--beta", type=float, default=0.04, help="KL coefficient to the reference model (0 = no reference).")
+    add("--clip-range", type=float, default=0.2, help="PPO clip epsilon.")
+    add("--scale-rewards", default="group", choices=["group", "batch", "none"], help="Advantage scaling.")
+    add("--temperature", type=float, default=0.7, help="Sampling temperature (also used for log-probs).")
+    add("--top-p", type=float, default=1.0, help="Nucleus sampling threshold (1.0 = off).")
+    add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
+    add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
+    add("--eval-n", type=int, default=200, help="Held-out problems for the before/after evaluation (0 = skip).")
+    add("--eval-batch-size", type=int, default=50, help="Sequences per generate call during evaluation.")
+    add("--seed", type=int, default=0, help="Seed of Python, NumPy, torch, the env and problem draws.")
+    add("--device", default="auto", help="auto (CUDA if present), cpu or cuda.")
+    add("--tensorboard-log", default="runs", help="TensorBoard folder ('' = off).")
+    add("--run-name", default=None, help="TensorBoard run / output name (default: <ALGO>_<env>).")
+    add("--output-dir", default="outputs", help="Where the zip, the HF folder and results.json go.")
+    add("--no-progress-bar", action="store_true", help="Hide the progress bar.")
+    add("--verbose", type=int, default=1, help="0 silent, 1 prints the metrics table each rollout.")
+    return p
+
+
+def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
+    """The training env (train split) and the held-out env (test split), sharing one model handle."""
+    if args.env == "LLMGSM8K-v0":
+        raise SystemExit("The GSM8K originals are test-only (training on them would evaluate on the training "
+                         "set). Train on LLMMath-v0 and evaluate GSM8K with scripts/evaluate.py.")
+    kwargs = {"model": args.model, "device": args.device}
+    if args.difficulty:
+        kwargs["difficulty"] = tuple(args.difficulty)
+    if args.max_new_tokens:
+        kwargs["max_new_tokens"] = args.max_new_tokens
+    if args.format_weight:
+        kwargs["format_weight"] = args.format_weight
+    train_env = gym.make(args.env, split="train", **kwargs)
+    eval_env = gym.make(args.env, split="test", **kwargs)
+    return train_env, eval_env
+
+
+def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, label: str) -> dict | None:
+    """Greedy held-out accuracy (or None when ``--eval-n 0``)."""
+    if args.eval_n <= 0:
+        return None
+    n = min(args.eval_n, env.unwrapped.n_problems)
+    result = evaluate_accuracy(model, env, n_problems=n, batch_size=args.eval_batch_size,
+                               progress_bar=not args.no_progress_bar)
+    print(f"[{label}] held-out greedy accuracy {result['accuracy']:.3f} on {n} problems, mean response "
+          f"{result['response_length']:.1f} tokens ({result['seconds']:.0f} s)")
+    return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole job; returns a process exit code."""
+    args = build_parser().parse_args(argv)
+    run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
+    out = Path(args.output_dir) / run_name
+    train_env, eval_env = make_envs(args)
+    algo = ALGORITHMS[args.algo](
+        "LLMPolicy", train_env, learning_rate=args.learning_rate, n_prompts=args.n_prompts,
+        group_size=args.group_size, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+        n_epochs=args.n_epochs, beta=args.beta, clip_range=args.clip_range, scale_rewards=args.scale_rewards,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device,
+        tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
+    )
+    before = evaluate(algo.policy.model, eval_env, args, "before")
+    start = time.perf_counter()
+    algo.learn(args.total_timesteps, tb_log_name=run_name, progress_bar=not args.no_progress_bar)
+    train_seconds = time.perf_counter() - start
+    after = evaluate(algo.policy.model, eval_env, args, "after")
+    out.mkdir(parents=True, exist_ok=True)
+    algo.save(out / "model.zip")
+    algo.policy.save_pretrained(out / "hf_model")
+    results = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "config": vars(args), "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates,
+        "train_seconds": train_seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "before": before, "after": after, "tensorboard_dir": algo.logger.dir,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"Trained {algo.num_timesteps} responses ({algo._n_updates} optimizer steps) in {train_seconds:.0f} s; "
+          f"peak memory {results['peak_rss_gb']:.1f} GB. Saved {out}/model.zip and {out}/hf_model; "
+          f"curves: tensorboard --logdir {args.tensorboard_log or '(off)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
