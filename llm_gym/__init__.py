@@ -1,9 +1,9 @@
 """llm-gym: language models as Gymnasium environments. ``import llm_gym`` registers the envs."""
 
-from llm_gym.envs import SequenceEnv
+from llm_gym.envs import GroupVecEnv, SequenceEnv, TokenEnv, make_group_vec_env
 from llm_gym.lm import LanguageModel, get_language_model
 from llm_gym.models import DEFAULT_MODEL, build_tiny_model, default_model_dir
-from llm_gym.registration import ENV_IDS, register_envs
+from llm_gym.registration import ENV_IDS, SEQUENCE_ENV_IDS, TOKEN_ENV_IDS, register_envs
 from llm_gym.tasks import Problem, get_problems
 
 register_envs()
@@ -12,11 +12,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "ENV_IDS",
+    "GroupVecEnv",
     "LanguageModel",
     "Problem",
+    "SEQUENCE_ENV_IDS",
     "SequenceEnv",
+    "TOKEN_ENV_IDS",
+    "TokenEnv",
     "build_tiny_model",
     "default_model_dir",
     "get_language_model",
     "get_problems",
+    "make_group_vec_env",
 ]

@@ -263,7 +263,10 @@ def sequence_log_probs(
     response_mask: torch.Tensor,
     temperature: float = 1.0,
     return_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    *,
+    entropy_grad: bool = False,
+    return_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per-token log-probs (nats) of the response tokens under ``model``, with grad if enabled.
 
     One forward pass over prompt + response. Only the ``T + 1`` last positions go through the LM head
@@ -278,10 +281,18 @@ def sequence_log_probs(
         response_ids: ``(B, T)`` right-padded response ids.
         response_mask: ``(B, T)``.
         temperature: logits are divided by it (match the sampling temperature).
-        return_entropy: also return the per-token entropy (nats, computed without grad).
+        return_entropy: also return the per-token entropy (nats; without grad unless ``entropy_grad``).
+        entropy_grad: compute the entropy with grad (for an entropy bonus in the loss); it only has a
+            graph when grad is enabled.
+        return_hidden: also return the last-layer hidden states ``(B, T, H)`` at the ``T`` positions that
+            predict the response tokens (``hidden[:, t]`` encodes the prompt and response tokens ``< t``,
+            the state before emitting token ``t``), from the same forward pass
+            (``output_hidden_states=True``; ``hidden_states[-1]`` is the final-norm output the LM head
+            reads, for GPT-2 and Llama-family models). With grad if enabled. Used by a value head.
 
     Returns:
-        ``log_probs (B, T)`` float32 (0 on padding) and ``entropy (B, T)`` or None.
+        ``log_probs (B, T)`` float32 (0 on padding) and ``entropy (B, T)`` or None; with
+        ``return_hidden=True`` a third element, ``hidden (B, T, H)`` in the model's dtype.
     """
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
@@ -289,11 +300,13 @@ def sequence_log_probs(
     attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     T = response_ids.shape[1]
+    kwargs = {"output_hidden_states": True} if return_hidden else {}
     try:
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=False, logits_to_keep=T + 1)
+                    use_cache=False, logits_to_keep=T + 1, **kwargs)
     except TypeError:  # models without logits_to_keep
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                    **kwargs)
     logits = out.logits[:, -(T + 1):-1, :].float() / temperature  # (B, T, V)
     targets = response_ids.to(device)
     log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
@@ -301,10 +314,13 @@ def sequence_log_probs(
     log_probs = torch.where(mask, log_probs, torch.zeros_like(log_probs))
     entropy = None
     if return_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             probs = torch.softmax(logits, dim=-1)
             entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (B, T)
             entropy = torch.where(mask, entropy, torch.zeros_like(entropy))
+    if return_hidden:
+        hidden = out.hidden_states[-1][:, -(T + 1):-1, :]  # (B, T, H)
+        return log_probs, entropy, hidden
     return log_probs, entropy
 
 

@@ -7,7 +7,8 @@ Two families are provided:
   prompt (:func:`group_normalized`), then broadcast to every response token
   (:func:`broadcast_to_tokens`).
 * **Generalized Advantage Estimation** (GAE, arXiv:1506.02438 eq. 16) with a learned value function,
-  per token (:func:`gae`), as used by PPO for language models.
+  per token (:func:`gae`), as used by PPO for language models, on the KL-penalised per-token reward of
+  :func:`kl_penalty_rewards`, optionally whitened (:func:`masked_whiten`).
 
 Notation: ``N`` sequences (responses), ``T`` padded response tokens, ``G`` group size.
 ``response_mask`` of shape ``(N, T)`` is 1.0/True on real response tokens and 0/False on padding.
@@ -20,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized"]
+from agents.common.losses import KL_ESTIMATORS, kl_divergence
+
+__all__ = ["GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized", "kl_penalty_rewards", "masked_whiten"]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
 GROUP_SCALES: tuple[str, ...] = ("group", "batch", "none")
@@ -234,3 +237,107 @@ def gae(
 
     returns = torch.where(mask, advantages + values, torch.zeros_like(advantages))  # (N, T)
     return advantages, returns
+
+
+def kl_penalty_rewards(
+    rewards: Tensor,
+    log_probs: Tensor | None,
+    ref_log_probs: Tensor | None,
+    response_mask: Tensor,
+    beta: float,
+    kl_estimator: str = "k1",
+) -> tuple[Tensor, Tensor]:
+    r"""PPO's per-token reward for language models: the score minus a per-token KL penalty.
+
+    InstructGPT (arXiv:2203.02155 eq. 2) and DeepSeekMath (arXiv:2402.03300 eq. 2):
+
+    .. math::
+        r_t = r_\varphi(q, o_{\le t}) - \beta \log\frac{\pi_{old}(o_t \mid q, o_{<t})}{\pi_{ref}(o_t \mid q, o_{<t})}
+
+    where the score :math:`r_\varphi` is the outcome reward on the last real token (0 elsewhere) or any
+    per-token (process) reward, and the log-ratio is the ``"k1"`` estimator of :func:`kl_divergence`
+    (another estimator may be chosen) evaluated with the log-probs of the rollout policy.
+
+    Args:
+        rewards: ``(N,)`` outcome rewards (put on each sequence's last real token) or ``(N, T)`` per-token
+            rewards (used as given, 0 on padding).
+        log_probs: ``(N, T)`` log-probs (nats) of the response tokens under the rollout policy; may be None
+            when ``beta == 0``.
+        ref_log_probs: ``(N, T)`` log-probs under the reference policy; may be None when ``beta == 0``.
+        response_mask: ``(N, T)``, nonzero/True on real response tokens. A sequence without real tokens
+            gets no reward.
+        beta: KL coefficient, >= 0 (0: the score alone).
+        kl_estimator: One of :data:`~agents.common.losses.KL_ESTIMATORS` (PPO: ``"k1"``).
+
+    Returns:
+        ``(token_rewards, kl_penalty)``, both ``(N, T)`` float, 0 on padding, detached:
+        ``token_rewards = score - kl_penalty`` and ``kl_penalty = beta * KL_t`` (nats times beta).
+
+    Raises:
+        ValueError: bad shapes, ``beta < 0``, ``beta > 0`` without log-probs, or an unknown estimator.
+
+    Example:
+        One sequence of 2 real tokens and 1 pad, outcome 1.0, ``beta = 0.5``, log-ratios 0.2 and -0.4:
+
+        >>> r, pen = kl_penalty_rewards(torch.tensor([1.0]), torch.tensor([[-1.0, -2.0, 0.0]]),
+        ...                             torch.tensor([[-1.2, -1.6, 0.0]]), torch.tensor([[1, 1, 0]]), beta=0.5)
+        >>> [round(x, 6) for x in r[0].tolist()]
+        [-0.1, 1.2, 0.0]
+    """
+    if response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
+        raise ValueError(f"response_mask has shape {_shape(response_mask)}, expected ({rewards.shape[0]}, T)")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
+    mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
+    rewards = _as_float(rewards).detach()
+    if rewards.dim() == 1:
+        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)  # (T,)
+        last = (mask * positions).argmax(dim=1)  # (N,) index of the last real token
+        score = torch.zeros(mask.shape, dtype=rewards.dtype, device=rewards.device)  # (N, T)
+        score[torch.arange(len(rewards), device=rewards.device), last] = rewards
+    else:
+        _check_shape("rewards", rewards, _shape(mask), "(N,) or (N, T) like response_mask")
+        score = rewards  # (N, T)
+    score = torch.where(mask, score, torch.zeros_like(score))  # (N, T)
+    penalty = torch.zeros_like(score)  # (N, T)
+    if beta > 0:
+        if log_probs is None or ref_log_probs is None:
+            raise ValueError(f"log_probs and ref_log_probs are required when beta > 0 (got beta={beta})")
+        _check_shape("log_probs", log_probs, _shape(mask), "(N, T) like response_mask")
+        kl = kl_divergence(log_probs.detach().to(score.dtype), ref_log_probs.detach().to(score.dtype),
+                           kl_estimator)  # (N, T)
+        penalty = torch.where(mask, beta * kl, penalty)  # (N, T)
+    return score - penalty, penalty  # (N, T), (N, T)
+
+
+def masked_whiten(x: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor:
+    r"""Normalise ``x`` to mean 0, std 1 over the real tokens: :math:`(x - \mu) / (\sigma + \epsilon)`.
+
+    PPO's advantage normalisation (SB3 ``normalize_advantage``, TRL ``masked_whiten``), with the mean and
+    the unbiased std taken over the real tokens of the whole batch only.
+
+    Args:
+        x: ``(N, T)`` values (e.g. GAE advantages).
+        response_mask: ``(N, T)``, nonzero/True on real tokens.
+        eps: Added to the std.
+
+    Returns:
+        ``(N, T)`` whitened values, 0 on padding. With fewer than 2 real tokens the std is taken as 0.
+
+    Raises:
+        ValueError: If ``response_mask`` does not have the shape of ``x``.
+
+    Example:
+        >>> masked_whiten(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]]))
+        tensor([[-0.7071,  0.7071,  0.0000]])
+    """
+    _check_shape("response_mask", response_mask, _shape(x), "same as x: (N, T)")
+    x = _as_float(x).detach()  # (N, T)
+    mask = response_mask.to(device=x.device) != 0  # (N, T) bool
+    count = mask.sum().to(x.dtype)  # ()
+    mean = torch.where(mask, x, torch.zeros_like(x)).sum() / count.clamp(min=1)  # ()
+    centred = torch.where(mask, x - mean, torch.zeros_like(x))  # (N, T)
+    var = (centred**2).sum() / (count - 1).clamp(min=1)  # () unbiased
+    return centred / (var.sqrt() + eps)  # (N, T)

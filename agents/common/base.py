@@ -12,7 +12,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from agents.common.advantages import GROUP_SCALES
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batches
 from agents.common.losses import AGGREGATION_MODES, KL_ESTIMATORS
 from agents.common.policies import LLMPolicy, ReferencePolicy
+from llm_gym.decoding import decode_step, prefill, sample_tokens
 from llm_gym.lm import get_language_model
 
 
@@ -95,7 +96,7 @@ class LLMAlgorithm(BaseAlgorithm):
     ):
         super().__init__(policy, env, learning_rate, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
                          tensorboard_log=tensorboard_log, verbose=verbose, device=device, support_multi_env=True,
-                         seed=seed, supported_action_spaces=(spaces.Box,))
+                         seed=seed, supported_action_spaces=(spaces.Box, spaces.Discrete))
         self.n_prompts, self.group_size = int(n_prompts), int(group_size)
         self.batch_size = batch_size
         self.micro_batch_size = int(micro_batch_size)
@@ -131,6 +132,10 @@ class LLMAlgorithm(BaseAlgorithm):
             raise ValueError(f"Need temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
         if self.loss_aggregation not in AGGREGATION_MODES:
             raise ValueError(f"loss_aggregation must be one of {AGGREGATION_MODES}, got {self.loss_aggregation!r}")
+        if (self.env is not None and isinstance(self.action_space, spaces.Discrete) and self.n_envs > 1
+                and not hasattr(self.env, "reset_groups")):
+            raise ValueError("Token-level envs with several sub-envs need llm_gym.make_group_vec_env (a DummyVecEnv "
+                             "auto-resets finished sub-envs mid-wave); or pass a single env.")
         if self.env is not None and self.rollout_size % self.n_envs:
             raise ValueError(f"n_prompts*group_size={self.rollout_size} must be a multiple of the number of envs "
                              f"({self.n_envs}).")
@@ -163,6 +168,13 @@ class LLMAlgorithm(BaseAlgorithm):
         return ["policy", "policy.optimizer"], []
 
     @property
+    def action_space_len(self) -> int:
+        """Response budget ``T`` in tokens: the action length (sequence level) or the env's ``max_new_tokens``."""
+        if isinstance(self.action_space, spaces.Discrete):
+            return int(self.env.get_attr("max_new_tokens")[0])
+        return int(self.action_space.shape[0])
+
+    @property
     def _one_step_per_rollout(self) -> bool:
         """True when each rollout gets exactly one optimizer step: then pi_old = pi exactly."""
         return self.n_epochs == 1 and (self.batch_size or self.rollout_size) >= self.rollout_size
@@ -181,11 +193,40 @@ class LLMAlgorithm(BaseAlgorithm):
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer) -> bool:
         """Sample ``N`` responses (G per prompt), step them through ``env`` and fill the buffer.
 
+        Sequence-level envs get one batched ``generate``; token-level envs (``Discrete`` actions) are
+        stepped token by token with the KV cache as the policy's recurrent state. Both give the same buffer.
+
         Returns:
             False when a callback asked to stop training.
         """
         callback.on_rollout_start()
         problem_ids = self._sample_problems()  # (N,)
+        start = time.perf_counter()
+        token_level = isinstance(self.action_space, spaces.Discrete)
+        rollout = (self._collect_tokens if token_level else self._collect_sequences)(env, callback, problem_ids)
+        if rollout is None:
+            return False
+        seconds = time.perf_counter() - start if token_level else rollout.seconds
+        group_ids = np.repeat(np.arange(self.n_prompts), self.group_size)
+        rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
+                           rollout.rewards, torch.as_tensor(group_ids), token_rewards=rollout.token_rewards)
+        self._compute_rollout_log_probs(rollout_buffer)
+        self._post_rollout(rollout_buffer)
+        self._rollout_stats = rollout_metrics(rollout.rewards.numpy(), group_ids, rollout.infos,
+                                              rollout.response_mask, seconds)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _step_callbacks(self, callback: BaseCallback, infos, dones, n_steps: int, local_vars: dict) -> bool:
+        self.num_timesteps += n_steps
+        self._update_info_buffer(infos, dones)
+        callback.update_locals(local_vars)
+        return callback.on_step()
+
+    def _collect_sequences(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> Rollout | None:
+        """Sequence level: reset every chunk of ``num_envs`` to its problems, one ``generate`` for all N,
+        then step each chunk with its responses (a reset is deterministic given ``problem_id``)."""
         chunks = np.split(problem_ids, len(problem_ids) // env.num_envs)
         obs = [self._reset_to(env, chunk) for chunk in chunks]
         b_prompt_ids = torch.as_tensor(np.concatenate([o["input_ids"] for o in obs]))  # (N, L)
@@ -200,19 +241,49 @@ class LLMAlgorithm(BaseAlgorithm):
             rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
             _, rewards, dones, step_infos = env.step(gen.response_ids[rows].numpy())
             b_rewards[rows], infos = rewards, infos + list(step_infos)
-            self.num_timesteps += env.num_envs
-            self._update_info_buffer(step_infos, dones)
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-        group_ids = np.repeat(np.arange(self.n_prompts), self.group_size)
-        rollout_buffer.add(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask,
-                           torch.as_tensor(b_rewards), torch.as_tensor(group_ids))
-        self._compute_rollout_log_probs(rollout_buffer)
-        self._rollout_stats = rollout_metrics(b_rewards, group_ids, infos, gen.response_mask, gen_seconds)
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
+            if not self._step_callbacks(callback, step_infos, dones, env.num_envs, locals()):
+                return None
+        return Rollout(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask, torch.as_tensor(b_rewards),
+                       None, infos, gen_seconds)
+
+    def _collect_tokens(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> Rollout | None:
+        """Token level: waves of ``num_envs`` sequences, each decoded token by token (KV cache, no prefix
+        recomputation) and stepped through the env until every sequence of the wave has ended."""
+        waves = []
+        for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
+            wave = self._token_wave(env, callback, chunk)
+            if wave is None:
+                return None
+            waves.append(wave)
+        fields = [torch.cat([w[i] for w in waves]) for i in range(5)]
+        token_rewards = fields[4]
+        return Rollout(*fields[:4], token_rewards.sum(-1), token_rewards, [i for w in waves for i in w[5]], 0.0)
+
+    def _token_wave(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray):
+        n, lm = env.num_envs, self.lm
+        T, L = self.action_space_len, env.get_attr("max_prompt_length")[0]
+        obs = self._reset_to(env, problem_ids)
+        prompt_ids = torch.as_tensor(obs["input_ids"][:, :L])  # (n, L)
+        prompt_mask = torch.as_tensor(obs["attention_mask"][:, :L])  # (n, L)
+        response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
+        token_rewards = torch.zeros((n, T))  # (n, T)
+        active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
+        state = prefill(self.policy.model, prompt_ids, prompt_mask)
+        for t in range(T):
+            tokens = sample_tokens(state.logits, self.temperature, self.top_p).cpu()
+            tokens = torch.where(active, tokens, torch.full_like(tokens, lm.pad_token_id))  # as generate does
+            _, rewards, dones, infos = env.step(tokens.numpy())
+            response[active, t] = tokens[active]
+            token_rewards[active, t] = torch.as_tensor(rewards, dtype=torch.float32)[active]
+            for i in np.flatnonzero(dones):
+                final_infos[i] = infos[i]
+            if not self._step_callbacks(callback, infos, dones, int(active.sum()), locals()):
+                return None
+            active &= ~torch.as_tensor(dones)
+            if not active.any():
+                break
+            state = decode_step(self.policy.model, state, tokens)
+        return prompt_ids, prompt_mask, response, lm.response_mask(response), token_rewards, final_infos
 
     @torch.no_grad()
     def _compute_rollout_log_probs(self, buffer: GroupRolloutBuffer) -> None:
@@ -228,11 +299,14 @@ class LLMAlgorithm(BaseAlgorithm):
                 ref.append(self.ref_policy.log_probs(*args))
         buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None)
 
+    def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
+        """Hook after a rollout is stored and its log-probs computed (e.g. PPO's critic values). No-op here."""
+
     # ------------------------------------------------------------------ optimisation
     def _gradient_step(self, mb: RolloutSamples, loss_fn) -> dict[str, float]:
         """One optimizer step on a minibatch, accumulating gradients over micro-batches.
 
-        ``loss_fn(micro, log_probs, old_log_probs) -> (loss, stats)`` gives the micro-batch loss aggregated
+        ``loss_fn(micro, log_probs, old_log_probs, values) -> (loss, stats)`` gives the micro-batch loss aggregated
         over the micro-batch; it is re-weighted so the accumulated gradient equals the gradient of the
         loss aggregated over the whole minibatch (``micro_batch_weight``).
         """
@@ -240,14 +314,13 @@ class LLMAlgorithm(BaseAlgorithm):
         optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = defaultdict(float)
         for micro in micro_batches(mb, self.micro_batch_size):
-            log_probs, entropy = self.policy.log_probs(micro.prompt_ids, micro.prompt_mask, micro.response_ids,
-                                                       micro.response_mask, return_entropy=True)
+            log_probs, entropy, values = self.policy.evaluate_actions(micro)
             old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
-            loss, micro_stats = loss_fn(micro, log_probs, old)
+            loss, micro_stats = loss_fn(micro, log_probs, old, values)
             weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
             (loss * weight).backward()
             tokens = micro.response_mask.sum().clamp(min=1)
-            micro_stats["entropy"] = (entropy * micro.response_mask).sum() / tokens
+            micro_stats["entropy"] = (entropy.detach() * micro.response_mask).sum() / tokens
             token_share = float(micro.response_mask.sum() / mb.response_mask.sum().clamp(min=1))
             stats["loss"] += float(loss.detach()) * weight
             for key, value in micro_stats.items():
@@ -324,6 +397,19 @@ class LLMAlgorithm(BaseAlgorithm):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class Rollout(NamedTuple):
+    """One rollout as collected, before it enters the buffer (``N`` sequences)."""
+
+    prompt_ids: torch.Tensor  # (N, L)
+    prompt_mask: torch.Tensor  # (N, L)
+    response_ids: torch.Tensor  # (N, T)
+    response_mask: torch.Tensor  # (N, T)
+    rewards: torch.Tensor  # (N,) episode return
+    token_rewards: torch.Tensor | None  # (N, T) per-token rewards (token level), None: outcome on the last token
+    infos: list[dict]  # the final step's info of each sequence
+    seconds: float  # generation wall time (sequence level)
 
 
 def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:

@@ -11,6 +11,7 @@ References:
     * GRPO: DeepSeekMath, Shao et al., arXiv:2402.03300 (objective eq. 3, KL estimator eq. 4).
     * DAPO: Yu et al., arXiv:2503.14476 (clip-higher eq. 10, token-level loss eq. 8).
     * Dr. GRPO: Liu et al., arXiv:2503.20783 (constant length normalisation).
+    * Clipped value loss: OpenAI baselines ``ppo2`` (``vf_losses``); GAE paper arXiv:1506.02438.
     * KL estimators: J. Schulman, "Approximating KL Divergence" (2020), http://joschu.net/blog/kl-approx.html
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "clipped_surrogate",
     "kl_divergence",
     "policy_loss",
+    "value_loss",
 ]
 
 #: Valid ``mode`` values of :func:`aggregate` (and ``loss_aggregation`` of :func:`policy_loss`).
@@ -345,3 +347,72 @@ def policy_loss(
         stats["approx_kl"] = _masked_mean((ratio - 1.0) - log_ratio, m)
         stats["ratio_mean"] = _masked_mean(ratio, m)
     return loss, stats
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    clip_range_vf: float | None = None,
+    aggregation: str = "token-mean",
+    max_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""PPO's (optionally clipped) value-function loss, per token, then :func:`aggregate`.
+
+    .. math::
+        L^V_t = \tfrac12 \max\left((V_t - R_t)^2,\;
+                \big(\mathrm{clip}(V_t, V^{old}_t - c, V^{old}_t + c) - R_t\big)^2\right)
+
+    as in OpenAI baselines ``ppo2`` and TRL's PPO (``c = clip_range_vf``); ``clip_range_vf=None`` gives
+    the unclipped :math:`\tfrac12 (V_t - R_t)^2`. (SB3's PPO instead takes the plain squared error of the
+    clipped prediction, without the max and the 1/2.) The clipped branch keeps a new value estimate
+    within ``c`` of the rollout's, in the units of the reward. PPO arXiv:1707.06347 eq. 9 adds
+    ``vf_coef`` times this loss to the policy loss.
+
+    Args:
+        values: Value predictions with grad ``V_t``, shape ``(N, T)``.
+        old_values: Values predicted at rollout time ``V^old_t``, ``(N, T)`` (detached).
+        returns: Targets ``R_t`` (GAE returns ``A_t + V^old_t``), ``(N, T)`` (detached).
+        mask: ``(N, T)``, nonzero/True on real response tokens.
+        clip_range_vf: ``c >= 0`` in reward units, or None for no clipping.
+        aggregation: One of :data:`AGGREGATION_MODES` (PPO: ``"token-mean"``).
+        max_len: Normaliser of ``"seq-mean-token-sum-norm"``.
+
+    Returns:
+        ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``values``) and
+        ``{"value_clip_fraction": ...}``, the fraction of real tokens where the clipped term is strictly
+        larger (the active one, its gradient cut to 0); 0 when unclipped.
+
+    Raises:
+        ValueError: If a tensor is not ``(N, T)`` like ``values``, or ``clip_range_vf < 0``.
+
+    Example:
+        ``V = 1.5, V_old = 1.0, R = 2.0, c = 0.2``: unclipped ``(1.5 - 2)^2 = 0.25``, clipped
+        ``(1.2 - 2)^2 = 0.64``, loss ``0.5 * 0.64 = 0.32``.
+
+        >>> loss, stats = value_loss(torch.tensor([[1.5]]), torch.tensor([[1.0]]), torch.tensor([[2.0]]),
+        ...                          torch.tensor([[1]]), clip_range_vf=0.2)
+        >>> round(float(loss), 6), float(stats["value_clip_fraction"])
+        (0.32, 1.0)
+    """
+    _check_2d("values", values)
+    _check_same("old_values", old_values, "values", values)
+    _check_same("returns", returns, "values", values)
+    _check_same("mask", mask, "values", values)
+    if clip_range_vf is not None and clip_range_vf < 0:
+        raise ValueError(f"clip_range_vf must be >= 0 or None, got {clip_range_vf}")
+
+    returns = returns.detach().to(values.dtype)  # (N, T)
+    unclipped = (values - returns) ** 2  # (N, T)
+    if clip_range_vf is None:
+        per_token, is_clipped = 0.5 * unclipped, torch.zeros_like(unclipped, dtype=torch.bool)  # (N, T)
+    else:
+        old = old_values.detach().to(values.dtype)  # (N, T)
+        values_clipped = old + (values - old).clamp(-clip_range_vf, clip_range_vf)  # (N, T)
+        clipped = (values_clipped - returns) ** 2  # (N, T)
+        is_clipped = clipped > unclipped  # (N, T) bool
+        per_token = 0.5 * torch.maximum(unclipped, clipped)  # (N, T)
+    loss = aggregate(per_token, mask, aggregation, max_len=max_len)  # ()
+    m = mask.to(device=values.device) != 0  # (N, T) bool
+    return loss, {"value_clip_fraction": _masked_mean(is_clipped.to(values.dtype), m).detach()}

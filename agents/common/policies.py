@@ -1,4 +1,4 @@
-"""Policies: the language model as an SB3 policy, and the frozen reference model."""
+"""Policies: the language model as an SB3 policy (actor, or actor + value head) and the reference model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
-from llm_gym.lm import LanguageModel, sequence_log_probs
+from llm_gym.decoding import decode_step, left_align, prefill, sample_tokens
+from llm_gym.lm import LanguageModel, sequence_log_probs, trim_left_padding
 
 
 class LLMPolicy(BasePolicy):
@@ -84,6 +85,31 @@ class LLMPolicy(BasePolicy):
                    "attention_mask": torch.as_tensor(mask.reshape(-1, mask.shape[-1]), device=self.device)}
         return tensors, vectorized
 
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False):
+        """SB3's ``predict``. Sequence level: a whole response per observation. Token level: the next token,
+        with the KV cache as the recurrent ``state`` (like SB3-contrib's recurrent policies carry LSTM state).
+
+        At token level, pass back the returned ``state`` with the next observation. The cache is built from
+        the observation (prompt + tokens so far) when ``state`` is None or any ``episode_start`` is True;
+        otherwise only the previous action (the last token of the new observation) is run through the model.
+
+        Returns:
+            ``(actions, state)``: ``(B, T)`` response ids or ``(B,)`` token ids (unbatched for one
+            observation), and the recurrent state (None at sequence level).
+        """
+        if not isinstance(self.action_space, spaces.Discrete):
+            return super().predict(observation, state, episode_start, deterministic)
+        obs, vectorized = self.obs_to_tensor(observation)
+        ids, mask = obs["input_ids"], obs["attention_mask"]
+        if state is None or episode_start is None or np.any(episode_start):
+            state = prefill(self.model, *left_align(ids, mask))
+        else:
+            last = mask.shape[1] - 1 - torch.flip(mask, [1]).long().argmax(dim=1)  # (B,) previous action
+            state = decode_step(self.model, state, ids[torch.arange(ids.shape[0]), last])
+        tokens = sample_tokens(state.logits, self.temperature, self.top_p, do_sample=not deterministic)
+        actions = tokens.cpu().numpy()
+        return (actions if vectorized else actions[0]), state
+
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         """Return ``(B, T)`` response token ids for a batch of prompt observations."""
         return self.generate(observation["input_ids"], observation["attention_mask"], deterministic).response_ids
@@ -92,6 +118,20 @@ class LLMPolicy(BasePolicy):
         """Per-token log-probs ``(B, T)`` (nats) of responses under the current weights (with grad)."""
         return sequence_log_probs(self.model, prompt_ids, prompt_mask, response_ids, response_mask,
                                   temperature=self.temperature, return_entropy=return_entropy)
+
+    def evaluate_actions(self, samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """SB3's ``evaluate_actions`` for a batch of whole responses (one forward pass, with grad).
+
+        Args:
+            samples: a :class:`~agents.common.buffers.RolloutSamples` (prompt and response ids and masks).
+
+        Returns:
+            ``log_probs (B, T)`` (nats, 0 on padding), ``entropy (B, T)`` (nats, no grad) and ``values``
+            (None: this policy has no critic).
+        """
+        log_probs, entropy = self.log_probs(samples.prompt_ids, samples.prompt_mask, samples.response_ids,
+                                            samples.response_mask, return_entropy=True)
+        return log_probs, entropy, None
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
         """Export a plain Hugging Face model folder (weights, config, tokenizer, chat template).
@@ -132,3 +172,103 @@ class ReferencePolicy(torch.nn.Module):
         """Per-token log-probs ``(B, T)`` under the reference model, without grad."""
         return sequence_log_probs(self.model, prompt_ids, prompt_mask, response_ids, response_mask,
                                   temperature=self.temperature)[0]
+
+
+class LLMActorCriticPolicy(LLMPolicy):
+    """The actor plus a critic: a scalar value head on the last hidden state of every response position (PPO).
+
+    **Value position.** ``values[:, t] = V(s_t)`` with ``s_t = (q, o_<t)``, the state *before* response
+    token ``o_t`` is emitted. It is read from the hidden state at the same position as the logits of
+    ``pi(o_t | s_t)`` (the last prompt token for ``t = 0``), so one forward gives both. With this convention
+    GAE's ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)`` (:func:`~agents.common.advantages.gae`) uses ``r_t``,
+    the reward for emitting ``o_t`` (outcome on the last real token, KL penalty on every token), and the
+    value after the last real token is 0 (the episode ends with it).
+
+    By default the value head shares the transformer trunk with the actor (the value loss also trains the
+    trunk); ``separate_critic=True`` loads a second copy of the env's model (``lm.load_model()``, its base
+    transformer without the LM head) as the critic's trunk. The optimizer covers the LM, the head and the
+    critic trunk. The head is part of the policy's state dict, so SB3's ``save`` / ``load`` keep it;
+    :meth:`save_pretrained` exports the actor only.
+
+    Args:
+        observation_space, action_space, lr_schedule, lm, temperature, top_p, optimizer_class,
+            optimizer_kwargs: as :class:`LLMPolicy`.
+        separate_critic: give the critic its own trunk (twice the weights and optimizer memory).
+        value_head_init_std: std of the head's normal weight init (bias 0): a small value starts every
+            ``V`` near 0, so the first advantages are close to the returns.
+
+    Attributes:
+        entropy_grad: when True, :meth:`evaluate_actions` returns the entropy with grad (an algorithm with an
+            entropy bonus sets it; default False).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule,
+        lm: LanguageModel,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        separate_critic: bool = False,
+        value_head_init_std: float = 1e-3,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
+        optimizer_kwargs: dict | None = None,
+    ):
+        super().__init__(observation_space, action_space, lr_schedule, lm=lm, temperature=temperature, top_p=top_p,
+                         optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+        self.separate_critic = bool(separate_critic)
+        self.entropy_grad = False
+        self.critic = lm.load_model().base_model if self.separate_critic else None
+        self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1, device=self.model.device)
+        torch.nn.init.normal_(self.value_head.weight, std=value_head_init_std)
+        torch.nn.init.zeros_(self.value_head.bias)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _values(self, hidden: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        """Value head on hidden states ``(B, T, H)`` -> ``(B, T)`` float32 values, 0 on padding."""
+        values = self.value_head(hidden.float()).squeeze(-1)  # (B, T)
+        return torch.where(response_mask.to(values.device).bool(), values, torch.zeros_like(values))  # (B, T)
+
+    def evaluate_actions(self, samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs, entropy and values of whole responses, with grad (one forward with the shared trunk).
+
+        Args:
+            samples: a :class:`~agents.common.buffers.RolloutSamples` (prompt and response ids and masks).
+
+        Returns:
+            ``log_probs (B, T)`` (nats), ``entropy (B, T)`` (nats; with grad iff :attr:`entropy_grad`) and
+            ``values (B, T)`` (reward units, ``V(s_t)`` as in the class docstring), all 0 on padding.
+        """
+        args = (samples.prompt_ids, samples.prompt_mask, samples.response_ids, samples.response_mask)
+        log_probs, entropy, *hidden = sequence_log_probs(
+            self.model, *args, temperature=self.temperature, return_entropy=True, entropy_grad=self.entropy_grad,
+            return_hidden=self.critic is None)  # (B, T), (B, T), [(B, T, H)]
+        hidden = hidden[0] if self.critic is None else response_hidden_states(self.critic, *args)  # (B, T, H)
+        return log_probs, entropy, self._values(hidden, samples.response_mask)
+
+    @torch.no_grad()
+    def predict_values(self, samples) -> torch.Tensor:
+        """Values ``V(s_t)`` ``(B, T)`` of the response positions, without grad and without the LM head."""
+        trunk = self.model.base_model if self.critic is None else self.critic
+        hidden = response_hidden_states(trunk, samples.prompt_ids, samples.prompt_mask, samples.response_ids,
+                                        samples.response_mask)  # (B, T, H)
+        return self._values(hidden, samples.response_mask)
+
+
+def response_hidden_states(trunk: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                           response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Last hidden states ``(B, T, H)`` of a base transformer at the positions that predict the response tokens.
+
+    The same inputs as :func:`~llm_gym.lm.sequence_log_probs` (left-padding trimmed, position ids from the
+    mask), so ``hidden[:, t]`` is the state before response token ``t``; ``trunk`` is a Hugging Face base
+    model (``model.base_model``) returning ``last_hidden_state``. With grad if enabled.
+    """
+    device = next(trunk.parameters()).device
+    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # (B, L + T)
+    attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L + T)
+    T = response_ids.shape[1]
+    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state[:, -(T + 1):-1, :]  # (B, T, H)

@@ -1,5 +1,8 @@
-"""Environments: sequence level (one step = one response)."""
+"""Environments: sequence level (one step = one response), token level (one step = one token), vector env."""
 
-from llm_gym.envs.sequence import DEFAULT_PROMPT_TEMPLATE, SequenceEnv
+from llm_gym.envs.common import DEFAULT_PROMPT_TEMPLATE, LLMEnvBase
+from llm_gym.envs.sequence import SequenceEnv
+from llm_gym.envs.token import TokenEnv
+from llm_gym.envs.vector import GroupVecEnv, make_group_vec_env
 
-__all__ = ["DEFAULT_PROMPT_TEMPLATE", "SequenceEnv"]
+__all__ = ["DEFAULT_PROMPT_TEMPLATE", "GroupVecEnv", "LLMEnvBase", "SequenceEnv", "TokenEnv", "make_group_vec_env"]

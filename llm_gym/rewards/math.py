@@ -22,7 +22,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 
 from llm_gym.rewards.format import boxed_contents
 
-__all__ = ["MAX_ANSWER_CHARS", "extract_answer", "math_answer_reward"]
+__all__ = ["MAX_ANSWER_CHARS", "extract_answer", "is_stated_value", "math_answer_reward"]
 
 #: Extracted answers longer than this are scored 0.0 without calling math-verify (no timeout in threads).
 MAX_ANSWER_CHARS = 1000
@@ -152,11 +152,30 @@ def _parse_candidate(candidate: str) -> tuple[Any, ...]:
     return tuple(parsed)
 
 
+_NUMERIC_GOLD_RE = re.compile(r"^-?\d+(\.\d+)?(/\d+)?$")
+_VALUE_RE = re.compile(r"^-?\d[\d,]*(\.\d+)?(/\d+)?%?[a-zA-Z]*\.?$|^-?\\d?frac\{\d+\}\{\d+\}$")
+
+
+def is_stated_value(candidate: str) -> bool:
+    """True when an extracted answer states a value (``12``, ``-3.5``, ``1/2``, ``\frac{1}{2}``, ``12 apples``,
+    ``8 + 4 = 12``), False for an unevaluated expression (``8 + 4``).
+
+    Without this check math-verify evaluates ``\boxed{8 + 4}`` to 12 and calls it correct, and a policy
+    trained on that reward learns to copy the question into the box (seen in our first GRPO run on
+    LLMMath-v0: held-out "accuracy" 1.0 with every answer of that form).
+    """
+    text = candidate.split("=")[-1]
+    text = re.sub(r"\\text\{[^}]*\}|\\[,!;]|\$|\s", "", text)
+    return bool(_VALUE_RE.match(text))
+
+
 def _score(response: Any, gold: Any) -> float:
     candidate = extract_answer(response) if isinstance(response, str) else None
     if candidate is None or not candidate or len(candidate) > MAX_ANSWER_CHARS:
         return 0.0
     gold_text = "" if gold is None else str(gold)
+    if _NUMERIC_GOLD_RE.match(gold_text.strip()) and not is_stated_value(candidate):
+        return 0.0  # a numeric answer must be stated as a value, not as the unevaluated question
     gold_parsed = _parse_gold(gold_text)
     if not gold_parsed:
         # Gold is not math (e.g. a name): fall back to exact, whitespace-insensitive comparison.
@@ -176,8 +195,10 @@ def math_answer_reward(
     """Reward ``1.0`` if the response's final answer equals the gold answer mathematically, else ``0.0``.
 
     The final answer is found with :func:`extract_answer` and compared with ``math_verify.verify``
-    (so ``42`` == ``42.0``, ``1/2`` == ``0.5`` == ``\\frac{1}{2}``, ``1,000`` == ``1000``). Never raises on
-    odd text: anything unparseable scores ``0.0``. Safe to call from any thread.
+    (so ``42`` == ``42.0``, ``1/2`` == ``0.5`` == ``\\frac{1}{2}``, ``1,000`` == ``1000``). When the gold
+    answer is a number, the response's answer must state a value (:func:`is_stated_value`): an
+    unevaluated expression such as ``\\boxed{8 + 4}`` scores ``0.0`` even though it equals 12. Never
+    raises on odd text: anything unparseable scores ``0.0``. Safe to call from any thread.
 
     Args:
         prompts: ``N`` prompts (unused).

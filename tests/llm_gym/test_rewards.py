@@ -107,7 +107,7 @@ def test_boxed_contents_nested_and_escaped() -> None:
         (r"\boxed{41} ... wait, actually \boxed{42}", "42", 1.0),
         (r"\boxed{42} ... wait, actually \boxed{41}", "42", 0.0),
         # Nested braces.
-        (r"\boxed{\frac{\sqrt{4}}{4}}", "1/2", 1.0),
+        (r"\boxed{\frac{\sqrt{4}}{4}}", "1/2", 0.0),  # unevaluated: a numeric gold needs a stated value
         (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}", 1.0),
         # Garbage never raises.
         (r"\boxed{}", "42", 0.0),
@@ -401,3 +401,26 @@ def test_combined_reward_invalid_construction() -> None:
         CombinedReward({"a": _plain}, weights={"a": float("nan")})
     with pytest.raises(ValueError, match="not callable"):
         CombinedReward({"a": 3})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        (r"\boxed{8 + 4}", 0.0),  # the question copied into the box: equal to 12, but not an answer
+        (r"\boxed{8+4}", 0.0),
+        (r"\boxed{3 \cdot 4}", 0.0),
+        (r"\boxed{8 + 4 = 12}", 1.0),  # an expression that states its value is fine
+        (r"\boxed{12}", 1.0),
+        (r"\boxed{12 apples}", 1.0),
+        (r"\boxed{\frac{24}{2}}", 1.0),
+    ],
+)
+def test_unevaluated_expressions_do_not_count_as_answers(response, expected):
+    assert math_answer_reward([""], [response], ["12"]) == [expected]
+
+
+def test_is_stated_value():
+    from llm_gym.rewards.math import is_stated_value
+
+    assert [is_stated_value(c) for c in ["12", "-3.5", "1/2", "1,000", "8 + 4", "0 + 11", "x = 5"]] == [
+        True, True, True, True, False, False, True]
