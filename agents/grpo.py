@@ -35,7 +35,8 @@ class GRPO(LLMAlgorithm):
         self.eps = float(eps)
         super().__init__(policy, env, *args, **kwargs)
 
-    def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor, values=None):
+    def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor, values=None,
+              entropy=None):
         return policy_loss(
             log_probs, old_log_probs, micro.advantages, micro.response_mask,
             clip_range=self.clip_range, clip_range_high=self.clip_range_high,

@@ -90,10 +90,6 @@ class PPO(LLMAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self.policy.entropy_grad = self.ent_coef > 0
-        self._kl_penalty = 0.0
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_kl_penalty"]
 
     @torch.no_grad()
     def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
@@ -117,7 +113,7 @@ class PPO(LLMAlgorithm):
             s.token_rewards, b_log_probs, s.ref_log_probs, s.response_mask, self.beta, self.kl_estimator,
         )  # (N, T), (N, T)
         buffer.update(values=torch.cat(values), token_rewards=b_token_rewards)
-        self._kl_penalty = float(b_kl_penalty.sum() / s.response_mask.sum().clamp(min=1))
+        self._rollout_stats["rollout/kl_penalty"] = float(b_kl_penalty.sum() / s.response_mask.sum().clamp(min=1))
 
     def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor,
               values: torch.Tensor, entropy: torch.Tensor | None = None):
@@ -142,6 +138,10 @@ class PPO(LLMAlgorithm):
             loss = loss - self.ent_coef * mb_entropy
         return loss, {**stats, "value_loss": vf_loss.detach(), **vf_stats}
 
+    def _stop_before_step(self, stats: dict[str, float]) -> bool:
+        """SB3's ``target_kl`` rule: skip this minibatch's update and stop when approx_kl > 1.5 * target_kl."""
+        return self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl
+
     def train(self) -> None:
         """GAE advantages (whitened), then epochs of minibatch steps until done or past ``target_kl``."""
         self.policy.set_training_mode(True)
@@ -156,7 +156,7 @@ class PPO(LLMAlgorithm):
         for epoch in range(self.n_epochs):
             for mb in self.rollout_buffer.get(self.batch_size):
                 all_stats.append(self._gradient_step(mb, self._loss))
-                if self.target_kl is not None and all_stats[-1]["approx_kl"] > 1.5 * self.target_kl:
+                if "early_stop" in all_stats[-1]:
                     continue_training = False
                     if self.verbose >= 1:
                         print(f"Early stopping at epoch {epoch}: approx_kl {all_stats[-1]['approx_kl']:.4f}")
@@ -167,4 +167,3 @@ class PPO(LLMAlgorithm):
         mask = b.response_mask.bool()  # (N, T)
         ev = explained_variance(b.values[mask].cpu().numpy(), b_returns[mask].cpu().numpy())
         self.logger.record("train/explained_variance", float(ev))
-        self._rollout_stats["rollout/kl_penalty"] = self._kl_penalty

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 TARGET_RATIO = 0.9
+TOKEN_TARGET_RATIO = 0.7
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,26 +58,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="torch seed set before every timed call; prompt seed")
     p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; unset = torch's default")
+    p.add_argument("--token-env", default="LLMMathToken-v0",
+                   help="token-level env id measured as a third column ('' = skip); target >= 0.7 x bare")
     p.add_argument("--out", default="benchmarks/rollout.json", help="JSON report path ('' = do not write one)")
     return p
 
 
-def make_algo(model: str | None, args: argparse.Namespace):
-    """The env and a GRPO with no extra forward passes (beta=0, one epoch), sharing one set of weights."""
+def make_algo(model: str | None, args: argparse.Namespace, token_level: bool = False):
+    """The env (sequence level, or a group vector env of N token envs) and a GRPO with no extra forward
+    passes (beta=0, one epoch). Both levels load the same weights."""
     import gymnasium as gym
 
     import llm_gym  # noqa: F401  (registers the envs)
     from agents import GRPO
 
-    env = gym.make(args.env, model=model, n_problems=args.n_problems, max_new_tokens=args.max_new_tokens,
-                   device=args.device)
+    kwargs = {"model": model, "n_problems": args.n_problems, "max_new_tokens": args.max_new_tokens,
+              "device": args.device}
+    if token_level:
+        from llm_gym import make_group_vec_env
+
+        env = make_group_vec_env(args.token_env, n_envs=args.n_prompts * args.group_size, **kwargs)
+    else:
+        env = gym.make(args.env, **kwargs)
     return GRPO("LLMPolicy", env, n_prompts=args.n_prompts, group_size=args.group_size, beta=0.0, n_epochs=1,
                 temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device)
 
 
 def prompt_batch(algo, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(N, L)`` prompt batch that ``collect_rollouts`` samples with ``_problem_rng`` seeded by ``seed``."""
-    base = algo.env.envs[0].unwrapped
+    base = algo.env.envs[0].unwrapped if hasattr(algo.env, "envs") else algo.env.get_attr("unwrapped")[0]
     draws = np.random.default_rng(seed).integers(base.n_problems, size=algo.n_prompts)
     problem_ids = np.repeat(draws, algo.group_size)
     return base.lm.encode_prompts([base.prompts[k] for k in problem_ids], base.max_prompt_length)
@@ -116,14 +126,26 @@ def run_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]
     ids, mask = prompt_batch(algo, args.seed)
     for _ in range(args.warmup):
         time_bare(algo, ids, mask, args.seed)
-    bare, env = [], []
+    token_algo = make_algo(model, args, token_level=True) if args.token_env else None
+    if token_algo is not None:
+        _, token_callback = token_algo._setup_learn(10**9, CallbackList([]))
+    bare, env, token = [], [], []
     for _ in range(args.repeats):
         bare.append(time_bare(algo, ids, mask, args.seed))
         env.append(time_env(algo, callback, args.seed))
+        if token_algo is not None:
+            token.append(time_env(token_algo, token_callback, args.seed))
     bare_med = statistics.median(r["tokens_per_second"] for r in bare)
     env_med = statistics.median(r["tokens_per_second"] for r in env)
     ratio = env_med / bare_med
-    return {
+    token_report = {}
+    if token:
+        token_med = statistics.median(r["tokens_per_second"] for r in token)
+        token_report = {"token": token, "token_median_tokens_per_second": token_med,
+                        "token_ratio": token_med / bare_med, "token_target": TOKEN_TARGET_RATIO,
+                        "token_passed": bool(token_med / bare_med >= TOKEN_TARGET_RATIO),
+                        "token_same_responses": all(t["tokens"] == e["tokens"] for t, e in zip(token, env, strict=True))}
+    return token_report | {
         "config": {k: v for k, v in vars(args).items() if k != "out"} | {
             "model_path": algo.model_name_or_path, "batch": algo.rollout_size,
             "prompt_length": int(ids.shape[1])},
@@ -160,6 +182,12 @@ def format_table(report: dict[str, Any]) -> str:
     verdict = "PASS" if report["passed"] else "FAIL"
     lines += [f"median tokens/s: bare {med['bare_tokens_per_second']:.1f}, env {med['env_tokens_per_second']:.1f}",
               f"ratio env/bare = {report['ratio']:.3f} (target >= {report['target']}): {verdict}"]
+    if "token" in report:
+        token_verdict = "PASS" if report["token_passed"] else "FAIL"
+        lines += ["token level: " + ", ".join(f"{t['tokens_per_second']:.1f}" for t in report["token"])
+                  + f" tok/s; median {report['token_median_tokens_per_second']:.1f}",
+                  f"ratio token/bare = {report['token_ratio']:.3f} (target >= {report['token_target']}): "
+                  f"{token_verdict}"]
     return "\n".join(lines)
 
 

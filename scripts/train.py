@@ -6,6 +6,7 @@ again, saves the algorithm (SB3 zip) and a plain Hugging Face folder, and writes
 Example (the defaults: SmolLM2-135M-Instruct, arithmetic curriculum, about 10 minutes on 2 CPU cores)::
 
     python scripts/train.py --algo grpo --env LLMMath-v0
+    python scripts/train.py --algo ppo --env LLMMathToken-v0     # token level, critic, KL in the reward
     tensorboard --logdir runs/
 """
 
@@ -22,10 +23,18 @@ import gymnasium as gym
 import torch
 
 import llm_gym  # noqa: F401  (registers the envs)
-from agents import GRPO
+from agents import GRPO, PPO
 from agents.common.evaluation import evaluate_accuracy
+from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
 
-ALGORITHMS = {"grpo": GRPO}
+ALGORITHMS = {"grpo": GRPO, "ppo": PPO}
+# Per-algorithm defaults for flags left unset (CPU-sized; see docs/benchmarks.md for the runs they give).
+ALGO_DEFAULTS = {
+    "grpo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
+             "beta": 0.04, "total_timesteps": 320},
+    "ppo": {"n_prompts": 32, "group_size": 1, "n_epochs": 2, "batch_size": 16, "learning_rate": 1e-5,
+            "beta": 0.05, "total_timesteps": 7100},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,15 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--env", default="LLMMath-v0", help="Registered env id (LLMMath-v0, LLMGSM8K-v0, ...).")
     add("--model", default=None, help="HF folder, .gguf file or hub id; default SmolLM2-135M-Instruct.")
     add("--difficulty", type=int, nargs="+", default=None, help="Arithmetic levels (env default: 1 2).")
-    add("--total-timesteps", type=int, default=320,
-        help="Responses to train on (one timestep = one response); rounded up to whole rollouts.")
-    add("--n-prompts", type=int, default=4, help="Prompts per rollout.")
-    add("--group-size", type=int, default=8, help="Responses per prompt (G).")
+    add("--total-timesteps", type=int, default=None,
+        help="Env steps to train on: responses (sequence envs) or tokens (token envs); rounded up to whole "
+             "rollouts. Default: grpo 320, ppo 7100 (the tokens the GRPO default generates).")
+    add("--n-prompts", type=int, default=None, help="Prompts per rollout (default: grpo 4, ppo 32).")
+    add("--group-size", type=int, default=None, help="Responses per prompt G (default: grpo 8, ppo 1).")
     add("--batch-size", type=int, default=None, help="Sequences per optimizer step (default: whole rollout).")
     add("--micro-batch-size", type=int, default=8, help="Sequences per forward/backward (grad accumulation).")
-    add("--n-epochs", type=int, default=1, help="Passes over each rollout.")
-    add("--learning-rate", type=float, default=2e-5, help="AdamW learning rate.")
-    add("--beta", type=float, default=0.04, help="KL coefficient to the reference model (0 = no reference).")
+    add("--n-epochs", type=int, default=None, help="Passes over each rollout (default: grpo 1, ppo 2).")
+    add("--learning-rate", type=float, default=None, help="AdamW learning rate (default: grpo 2e-5, ppo 1e-5).")
+    add("--beta", type=float, default=None, help="KL coefficient to the reference model, in the loss (grpo, default 0.04) or the reward "
+        "(ppo, default 0.05); 0 = no reference model.")
     add("--clip-range", type=float, default=0.2, help="PPO clip epsilon.")
     add("--scale-rewards", default="group", choices=["group", "batch", "none"], help="Advantage scaling.")
     add("--temperature", type=float, default=0.7, help="Sampling temperature (also used for log-probs).")
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
     """The training env (train split) and the held-out env (test split), sharing one model handle."""
-    if args.env == "LLMGSM8K-v0":
+    if args.env in ("LLMGSM8K-v0", "LLMGSM8KToken-v0"):
         raise SystemExit("The GSM8K originals are test-only (training on them would evaluate on the training "
                          "set). Train on LLMMath-v0 and evaluate GSM8K with scripts/evaluate.py.")
     kwargs = {"model": args.model, "device": args.device}
@@ -75,8 +86,12 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         kwargs["max_new_tokens"] = args.max_new_tokens
     if args.format_weight:
         kwargs["format_weight"] = args.format_weight
-    train_env = gym.make(args.env, split="train", **kwargs)
-    eval_env = gym.make(args.env, split="test", **kwargs)
+    if args.env in TOKEN_ENV_IDS:  # N token envs decoded as one batch; evaluate on the sequence version
+        train_env = make_group_vec_env(args.env, n_envs=args.n_prompts * args.group_size, split="train", **kwargs)
+        eval_env = gym.make(args.env.replace("Token", ""), split="test", **kwargs)
+    else:
+        train_env = gym.make(args.env, split="train", **kwargs)
+        eval_env = gym.make(args.env, split="test", **kwargs)
     return train_env, eval_env
 
 
@@ -95,13 +110,17 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; returns a process exit code."""
     args = build_parser().parse_args(argv)
+    for key, value in ALGO_DEFAULTS[args.algo].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
     out = Path(args.output_dir) / run_name
     train_env, eval_env = make_envs(args)
     algo = ALGORITHMS[args.algo](
         "LLMPolicy", train_env, learning_rate=args.learning_rate, n_prompts=args.n_prompts,
         group_size=args.group_size, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
-        n_epochs=args.n_epochs, beta=args.beta, clip_range=args.clip_range, scale_rewards=args.scale_rewards,
+        n_epochs=args.n_epochs, beta=args.beta, clip_range=args.clip_range,
+        **({"scale_rewards": args.scale_rewards} if args.algo == "grpo" else {}),
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device,
         tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
     )
@@ -116,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "config": vars(args), "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates,
+        "generated_tokens": algo.generated_tokens,
         "train_seconds": train_seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "before": before, "after": after, "tensorboard_dir": algo.logger.dir,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"Trained {algo.num_timesteps} responses ({algo._n_updates} optimizer steps) in {train_seconds:.0f} s; "
+    print(f"Trained {algo.num_timesteps} env steps, {algo.generated_tokens} generated tokens "
+          f"({algo._n_updates} optimizer steps) in {train_seconds:.0f} s; "
           f"peak memory {results['peak_rss_gb']:.1f} GB. Saved {out}/model.zip and {out}/hf_model; "
           f"curves: tensorboard --logdir {args.tensorboard_log or '(off)'}")
     return 0

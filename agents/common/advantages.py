@@ -43,6 +43,49 @@ def _as_float(t: Tensor) -> Tensor:
     return t if t.is_floating_point() else t.to(torch.get_default_dtype())
 
 
+def _check_group_inputs(rewards: Tensor, group_ids: Tensor, scale: str, eps: float) -> None:
+    """Validate the arguments of :func:`group_normalized` (same errors, same messages)."""
+    if scale not in GROUP_SCALES:
+        raise ValueError(f"scale must be one of {list(GROUP_SCALES)}, got {scale!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards has shape {_shape(rewards)}, expected (N,) (1-D)")
+    _check_shape("group_ids", group_ids, _shape(rewards), "same as rewards: (N,)")
+    if group_ids.is_floating_point() or group_ids.is_complex():
+        raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
+
+
+def _group_centred(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Subtract each response's group mean from its reward.
+
+    Args:
+        rewards: Float rewards, shape ``(N,)``, ``N >= 1``.
+        group_ids: Integer group ids, shape ``(N,)``.
+
+    Returns:
+        ``(centred, inverse, counts, zeros_k)``: centred rewards ``(N,)`` (exactly 0 in groups whose
+        rewards are all equal), each response's group index in ``0..K-1`` ``(N,)``, group sizes
+        ``(K,)`` and a ``(K,)`` zero tensor, both in the dtype of ``rewards``.
+    """
+    # Map arbitrary ids to 0..K-1 so groups need not be contiguous or sorted.
+    _, inverse = torch.unique(group_ids.to(rewards.device), return_inverse=True)  # (N,)
+    num_groups = int(inverse.max().item()) + 1
+
+    zeros_k = torch.zeros(num_groups, dtype=rewards.dtype, device=rewards.device)  # (K,)
+    counts = zeros_k.index_add(0, inverse, torch.ones_like(rewards))  # (K,)
+    sums = zeros_k.index_add(0, inverse, rewards)  # (K,)
+    means = sums / counts  # (K,) every group has >= 1 member
+    centred = rewards - means[inverse]  # (N,)
+
+    # Groups with identical rewards: force exact zeros (mean may differ from r_i by rounding).
+    g_max = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amax", include_self=False)  # (K,)
+    g_min = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amin", include_self=False)  # (K,)
+    constant = (g_max == g_min)[inverse]  # (N,) bool
+    centred = torch.where(constant, torch.zeros_like(centred), centred)  # (N,)
+    return centred, inverse, counts, zeros_k
+
+
 def group_normalized(
     rewards: Tensor,
     group_ids: Tensor,
@@ -93,36 +136,13 @@ def group_normalized(
         >>> group_normalized(torch.tensor([1., 0., 1., 0.]), torch.tensor([0, 0, 0, 0]))
         tensor([ 0.8659, -0.8659,  0.8659, -0.8659])
     """
-    if scale not in GROUP_SCALES:
-        raise ValueError(f"scale must be one of {list(GROUP_SCALES)}, got {scale!r}")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards has shape {_shape(rewards)}, expected (N,) (1-D)")
-    _check_shape("group_ids", group_ids, _shape(rewards), "same as rewards: (N,)")
-    if group_ids.is_floating_point() or group_ids.is_complex():
-        raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
+    _check_group_inputs(rewards, group_ids, scale, eps)
 
     rewards = _as_float(rewards).detach()  # (N,)
     n = rewards.shape[0]
     if n == 0:
         return rewards.clone()  # (0,)
-
-    # Map arbitrary ids to 0..K-1 so groups need not be contiguous or sorted.
-    _, inverse = torch.unique(group_ids.to(rewards.device), return_inverse=True)  # (N,)
-    num_groups = int(inverse.max().item()) + 1
-
-    zeros_k = torch.zeros(num_groups, dtype=rewards.dtype, device=rewards.device)  # (K,)
-    counts = zeros_k.index_add(0, inverse, torch.ones_like(rewards))  # (K,)
-    sums = zeros_k.index_add(0, inverse, rewards)  # (K,)
-    means = sums / counts  # (K,) every group has >= 1 member
-    centred = rewards - means[inverse]  # (N,)
-
-    # Groups with identical rewards: force exact zeros (mean may differ from r_i by rounding).
-    g_max = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amax", include_self=False)  # (K,)
-    g_min = zeros_k.scatter_reduce(0, inverse, rewards, reduce="amin", include_self=False)  # (K,)
-    constant = (g_max == g_min)[inverse]  # (N,) bool
-    centred = torch.where(constant, torch.zeros_like(centred), centred)  # (N,)
+    centred, inverse, counts, zeros_k = _group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
 
     if scale == "none":
         return centred  # (N,)

@@ -208,12 +208,13 @@ class LLMAlgorithm(BaseAlgorithm):
             return False
         seconds = time.perf_counter() - start if token_level else rollout.seconds
         group_ids = np.repeat(np.arange(self.n_prompts), self.group_size)
+        self.generated_tokens = getattr(self, "generated_tokens", 0) + int(rollout.response_mask.sum())
         rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
                            rollout.rewards, torch.as_tensor(group_ids), token_rewards=rollout.token_rewards)
-        self._compute_rollout_log_probs(rollout_buffer)
-        self._post_rollout(rollout_buffer)
         self._rollout_stats = rollout_metrics(rollout.rewards.numpy(), group_ids, rollout.infos,
                                               rollout.response_mask, seconds)
+        self._compute_rollout_log_probs(rollout_buffer)
+        self._post_rollout(rollout_buffer)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -306,7 +307,7 @@ class LLMAlgorithm(BaseAlgorithm):
     def _gradient_step(self, mb: RolloutSamples, loss_fn) -> dict[str, float]:
         """One optimizer step on a minibatch, accumulating gradients over micro-batches.
 
-        ``loss_fn(micro, log_probs, old_log_probs, values) -> (loss, stats)`` gives the micro-batch loss aggregated
+        ``loss_fn(micro, log_probs, old_log_probs, values, entropy) -> (loss, stats)`` gives the micro-batch loss
         over the micro-batch; it is re-weighted so the accumulated gradient equals the gradient of the
         loss aggregated over the whole minibatch (``micro_batch_weight``).
         """
@@ -316,7 +317,7 @@ class LLMAlgorithm(BaseAlgorithm):
         for micro in micro_batches(mb, self.micro_batch_size):
             log_probs, entropy, values = self.policy.evaluate_actions(micro)
             old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
-            loss, micro_stats = loss_fn(micro, log_probs, old, values)
+            loss, micro_stats = loss_fn(micro, log_probs, old, values, entropy)
             weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
             (loss * weight).backward()
             tokens = micro.response_mask.sum().clamp(min=1)
@@ -325,15 +326,23 @@ class LLMAlgorithm(BaseAlgorithm):
             stats["loss"] += float(loss.detach()) * weight
             for key, value in micro_stats.items():
                 stats[key] += float(value) * (weight if key == "policy_loss" else token_share)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), self.max_grad_norm)
+        if self._stop_before_step(stats):  # e.g. PPO's target_kl: this minibatch's update is not applied
+            optimizer.zero_grad(set_to_none=True)
+            stats["early_stop"] = 1.0
+            return stats
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         optimizer.step()
         stats["grad_norm"] = float(grad_norm)
         return stats
 
+    def _stop_before_step(self, stats: dict[str, float]) -> bool:
+        """Hook: True skips the optimizer step of the minibatch just evaluated (and ends ``train``)."""
+        return False
+
     def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
-        for key in all_stats[0]:
-            self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats])))
-        self._n_updates += len(all_stats)
+        for key in {k for s in all_stats for k in s} - {"early_stop"}:
+            self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats if key in s])))
+        self._n_updates += sum("early_stop" not in s for s in all_stats)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     def train(self) -> None:

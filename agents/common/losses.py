@@ -237,6 +237,93 @@ def clipped_surrogate(
     return per_token_loss, is_clipped
 
 
+def _check_policy_tensors(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    ref_log_probs: Tensor | None,
+) -> None:
+    """Check the tensor shapes of :func:`policy_loss` (``ValueError`` naming the culprit)."""
+    _check_2d("log_probs", log_probs)
+    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
+    _check_advantages(advantages, log_probs)
+    _check_same("response_mask", response_mask, "log_probs", log_probs)
+    if ref_log_probs is not None:
+        _check_same("ref_log_probs", ref_log_probs, "log_probs", log_probs)
+
+
+def _check_policy_options(
+    ref_log_probs: Tensor | None, beta: float, kl_estimator: str, loss_aggregation: str
+) -> None:
+    """Check the scalar options of :func:`policy_loss` (``ValueError`` naming the culprit)."""
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and ref_log_probs is None:
+        raise ValueError(f"ref_log_probs is required when beta > 0 (got beta={beta})")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
+    if loss_aggregation not in AGGREGATION_MODES:
+        raise ValueError(
+            f"loss_aggregation must be one of {list(AGGREGATION_MODES)}, got {loss_aggregation!r}"
+        )
+
+
+def _policy_per_token(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    ref_log_probs: Tensor | None,
+    clip_range: float,
+    clip_range_high: float | None,
+    beta: float,
+    kl_estimator: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Per-token terms of :func:`policy_loss`.
+
+    Returns:
+        ``(per_token, surrogate, is_clipped, kl)``, each ``(N, T)``: the per-token loss
+        (surrogate + ``beta`` * kl), the clipped surrogate, its clip mask, and the KL estimate
+        (None if ``ref_log_probs`` is None).
+    """
+    surrogate, is_clipped = clipped_surrogate(
+        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high
+    )  # (N, T), (N, T)
+    per_token = surrogate  # (N, T)
+    kl = None
+    if ref_log_probs is not None:
+        kl = kl_divergence(log_probs, ref_log_probs.detach(), estimator=kl_estimator)  # (N, T)
+        if beta > 0:
+            per_token = per_token + beta * kl  # (N, T)
+    return per_token, surrogate, is_clipped, kl
+
+
+def _policy_stats(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    response_mask: Tensor,
+    surrogate: Tensor,
+    is_clipped: Tensor,
+    kl: Tensor | None,
+    loss_aggregation: str,
+    max_len: int | None,
+) -> dict[str, Tensor]:
+    """The detached 0-d statistics of :func:`policy_loss` (see its Returns section)."""
+    with torch.no_grad():
+        m = response_mask.to(device=log_probs.device) != 0  # (N, T) bool
+        log_ratio = (log_probs - old_log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
+        ratio = torch.exp(log_ratio)  # (N, T)
+        stats: dict[str, Tensor] = {
+            "policy_loss": aggregate(surrogate, response_mask, loss_aggregation, max_len=max_len).detach(),
+        }
+        if kl is not None:
+            stats["kl"] = _masked_mean(kl.detach(), m)
+        stats["clip_fraction"] = _masked_mean(is_clipped.to(log_probs.dtype), m)
+        stats["approx_kl"] = _masked_mean((ratio - 1.0) - log_ratio, m)
+        stats["ratio_mean"] = _masked_mean(ratio, m)
+    return stats
+
+
 def policy_loss(
     log_probs: Tensor,
     old_log_probs: Tensor,
@@ -253,22 +340,18 @@ def policy_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The GRPO objective (DeepSeekMath arXiv:2402.03300 eq. 3), negated to a loss to minimise.
 
-    Per token,
+    Per token (:func:`clipped_surrogate` + ``beta`` * :func:`kl_divergence`, reduced with :func:`aggregate`):
 
     .. math::
         L_{i,t} = -\min\left(\rho_{i,t} \hat A_{i,t},
                   \mathrm{clip}(\rho_{i,t}, 1-\epsilon_{low}, 1+\epsilon_{high}) \hat A_{i,t}\right)
                   + \beta\, \hat D_{KL}[\pi_\theta \| \pi_{ref}]_{i,t}
 
-    (:func:`clipped_surrogate` + ``beta`` * :func:`kl_divergence`), reduced with :func:`aggregate`.
-    With ``loss_aggregation="seq-mean-token-mean"`` and the k3 estimator this is exactly -eq. 3;
-    ``"token-mean"`` with ``clip_range_high > clip_range`` and ``beta=0`` gives DAPO;
-    ``"seq-mean-token-sum-norm"`` with ``group_normalized(..., scale="none")`` gives Dr. GRPO;
-    ``beta=0`` with GAE advantages gives PPO's policy loss.
-
-    With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient
-    w.r.t. ``log_probs[i, t]`` is ``-(1/N)(1/|o_i|)(A_{i,t} + beta (pi_ref/pi_theta - 1))``
-    (DeepSeekMath Appendix A.1.6).
+    ``loss_aggregation="seq-mean-token-mean"`` with the k3 estimator is exactly -eq. 3; ``"token-mean"`` with
+    ``clip_range_high > clip_range`` and ``beta=0`` gives DAPO; ``"seq-mean-token-sum-norm"`` with
+    ``group_normalized(..., scale="none")`` gives Dr. GRPO; ``beta=0`` + GAE advantages is PPO's policy loss.
+    With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient w.r.t.
+    ``log_probs[i, t]`` is ``-(1/N)(1/|o_i|)(A_{i,t} + beta (pi_ref/pi_theta - 1))`` (DeepSeekMath A.1.6).
 
     Args:
         log_probs: Log-probabilities of the sampled tokens under the current policy, ``(N, T)``;
@@ -286,67 +369,31 @@ def policy_loss(
         max_len: Normaliser of ``"seq-mean-token-sum-norm"`` (default ``T``).
 
     Returns:
-        ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d
-        statistics:
+        ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d statistics:
 
         * ``"policy_loss"``: the clipped-surrogate part alone, aggregated like the loss.
         * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
           estimate of KL(pi_theta || pi_ref), in nats.
         * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
           (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``.
-        * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with
-          ``rho = pi_theta / pi_old`` (log-ratio clamped to ``[-20, 20]``): the k3 estimate of
-          KL(pi_old || pi_theta) with the samples drawn from pi_old (as SB3's PPO ``approx_kl``), in
-          nats, >= 0; 0 when ``pi_theta == pi_old``.
-        * ``"ratio_mean"``: masked token mean of ``rho``.
-
-        Masked means over an all-zero mask are 0.
+        * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with ``rho = pi_theta / pi_old``
+          (log-ratio clamped to ``[-20, 20]``): the k3 estimate of KL(pi_old || pi_theta) with the samples
+          drawn from pi_old (as SB3's PPO ``approx_kl``), in nats, >= 0; 0 when ``pi_theta == pi_old``.
+        * ``"ratio_mean"``: masked token mean of ``rho``. Masked means over an all-zero mask are 0.
 
     Raises:
         ValueError: If a tensor has the wrong shape (the message names it), ``beta < 0``,
             ``beta > 0`` without ``ref_log_probs``, or an option is not a valid value.
     """
-    _check_2d("log_probs", log_probs)
-    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
-    _check_advantages(advantages, log_probs)
-    _check_same("response_mask", response_mask, "log_probs", log_probs)
-    if ref_log_probs is not None:
-        _check_same("ref_log_probs", ref_log_probs, "log_probs", log_probs)
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if beta > 0 and ref_log_probs is None:
-        raise ValueError(f"ref_log_probs is required when beta > 0 (got beta={beta})")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
-    if loss_aggregation not in AGGREGATION_MODES:
-        raise ValueError(
-            f"loss_aggregation must be one of {list(AGGREGATION_MODES)}, got {loss_aggregation!r}"
-        )
-
-    surrogate, is_clipped = clipped_surrogate(
-        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high
-    )  # (N, T), (N, T)
-    per_token = surrogate  # (N, T)
-    kl = None
-    if ref_log_probs is not None:
-        kl = kl_divergence(log_probs, ref_log_probs.detach(), estimator=kl_estimator)  # (N, T)
-        if beta > 0:
-            per_token = per_token + beta * kl  # (N, T)
+    _check_policy_tensors(log_probs, old_log_probs, advantages, response_mask, ref_log_probs)
+    _check_policy_options(ref_log_probs, beta, kl_estimator, loss_aggregation)
+    per_token, surrogate, is_clipped, kl = _policy_per_token(
+        log_probs, old_log_probs, advantages, ref_log_probs, clip_range, clip_range_high, beta, kl_estimator
+    )  # (N, T) each; kl is None without ref_log_probs
     loss = aggregate(per_token, response_mask, loss_aggregation, max_len=max_len)  # ()
-
-    with torch.no_grad():
-        m = response_mask.to(device=log_probs.device) != 0  # (N, T) bool
-        log_ratio = (log_probs - old_log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
-        ratio = torch.exp(log_ratio)  # (N, T)
-        stats: dict[str, Tensor] = {
-            "policy_loss": aggregate(surrogate, response_mask, loss_aggregation, max_len=max_len).detach(),
-        }
-        if kl is not None:
-            stats["kl"] = _masked_mean(kl.detach(), m)
-        stats["clip_fraction"] = _masked_mean(is_clipped.to(log_probs.dtype), m)
-        stats["approx_kl"] = _masked_mean((ratio - 1.0) - log_ratio, m)
-        stats["ratio_mean"] = _masked_mean(ratio, m)
-    return loss, stats
+    return loss, _policy_stats(
+        log_probs, old_log_probs, response_mask, surrogate, is_clipped, kl, loss_aggregation, max_len
+    )
 
 
 def value_loss(

@@ -114,6 +114,66 @@ def _is_torch_tensor(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+def _reward_items(raw: Any, name: str, n: int) -> list[Any]:
+    """Turn a reward function's return value into a list of ``n`` raw items.
+
+    Raises:
+        RewardFunctionError: If ``raw`` is not a list/tuple/1-D array/1-D tensor of length ``n``.
+    """
+    if isinstance(raw, np.ndarray) or _is_torch_tensor(raw):
+        shape = tuple(raw.shape)
+        if len(shape) != 1:
+            raise RewardFunctionError(
+                f"Reward function {name!r} returned an array of shape {shape}; it must return a 1-D "
+                f"array/list of shape ({n},), one value per response."
+            )
+        items = raw.detach().cpu().tolist() if _is_torch_tensor(raw) else raw.tolist()
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise RewardFunctionError(
+            f"Reward function {name!r} returned {type(raw).__name__}; it must return a list (or tuple, "
+            f"1-D np.ndarray or 1-D torch.Tensor) of {n} floats or None, one value per response."
+        )
+
+    if len(items) != n:
+        raise RewardFunctionError(
+            f"Reward function {name!r} returned the wrong number of values: expected {n}, got "
+            f"{len(items)}. It must return one value per response (use None for 'no opinion')."
+        )
+    return items
+
+
+def _validated_output(items: list[Any], name: str, n: int) -> RewardOutput:
+    """Check each of the ``n`` items is a finite real or ``None`` and pack them into arrays.
+
+    Raises:
+        RewardFunctionError: On an item that is not a real number or ``None``, or is not finite.
+    """
+    values = np.zeros(n, dtype=np.float64)
+    has_opinion = np.ones(n, dtype=bool)
+    for i, item in enumerate(items):
+        if item is None:
+            has_opinion[i] = False
+            continue
+        if isinstance(item, (bool, np.bool_)):
+            values[i] = float(item)
+            continue
+        if not isinstance(item, numbers.Real):
+            raise RewardFunctionError(
+                f"Reward function {name!r} returned {item!r} (type {type(item).__name__}) at index {i}; "
+                f"every element must be a real number (int/float/bool) or None."
+            )
+        value = float(item)
+        if not math.isfinite(value):
+            raise RewardFunctionError(
+                f"Reward function {name!r} returned a non-finite value {value!r} at index {i}; rewards "
+                f"must be finite. Return None for 'no opinion' instead of NaN, and clip infinities."
+            )
+        values[i] = value
+    return RewardOutput(values=values, has_opinion=has_opinion)
+
+
 def call_reward_fn(
     fn: RewardFunction,
     prompts: Sequence[str],
@@ -163,50 +223,8 @@ def call_reward_fn(
             f"not raise on this batch (return None for samples it cannot score)."
         ) from exc
 
-    if isinstance(raw, np.ndarray) or _is_torch_tensor(raw):
-        shape = tuple(raw.shape)
-        if len(shape) != 1:
-            raise RewardFunctionError(
-                f"Reward function {name!r} returned an array of shape {shape}; it must return a 1-D "
-                f"array/list of shape ({n},), one value per response."
-            )
-        items = raw.detach().cpu().tolist() if _is_torch_tensor(raw) else raw.tolist()
-    elif isinstance(raw, (list, tuple)):
-        items = list(raw)
-    else:
-        raise RewardFunctionError(
-            f"Reward function {name!r} returned {type(raw).__name__}; it must return a list (or tuple, "
-            f"1-D np.ndarray or 1-D torch.Tensor) of {n} floats or None, one value per response."
-        )
-
-    if len(items) != n:
-        raise RewardFunctionError(
-            f"Reward function {name!r} returned the wrong number of values: expected {n}, got "
-            f"{len(items)}. It must return one value per response (use None for 'no opinion')."
-        )
-
-    values = np.zeros(n, dtype=np.float64)
-    has_opinion = np.ones(n, dtype=bool)
-    for i, item in enumerate(items):
-        if item is None:
-            has_opinion[i] = False
-            continue
-        if isinstance(item, (bool, np.bool_)):
-            values[i] = float(item)
-            continue
-        if not isinstance(item, numbers.Real):
-            raise RewardFunctionError(
-                f"Reward function {name!r} returned {item!r} (type {type(item).__name__}) at index {i}; "
-                f"every element must be a real number (int/float/bool) or None."
-            )
-        value = float(item)
-        if not math.isfinite(value):
-            raise RewardFunctionError(
-                f"Reward function {name!r} returned a non-finite value {value!r} at index {i}; rewards "
-                f"must be finite. Return None for 'no opinion' instead of NaN, and clip infinities."
-            )
-        values[i] = value
-    return RewardOutput(values=values, has_opinion=has_opinion)
+    items = _reward_items(raw, name, n)
+    return _validated_output(items, name, n)
 
 
 class CombinedReward:

@@ -320,6 +320,44 @@ def gsm8k_problems(split: str = "test") -> list[Problem]:
     return problems
 
 
+def _check_symbolic_args(n: int, split: str, max_seconds_per_template: float) -> None:
+    """Validate the arguments of :func:`gsm_symbolic_problems` (raises ``ValueError``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; valid splits are ['train', 'test']")
+    if not max_seconds_per_template > 0:
+        raise ValueError(f"max_seconds_per_template must be > 0, got {max_seconds_per_template!r}")
+
+
+def _new_variant(
+    template: Any, rng: random.Random, cap: float, seen: set[str], originals: frozenset[str]
+) -> Problem | None:
+    """One new variant of ``template`` (its normalized text added to ``seen``), or None.
+
+    Gives None if the template is skipped, its draw gave up, or ``_MAX_DUPLICATE_DRAWS`` draws in a
+    row were duplicates of ``seen`` or of a GSM8K original.
+    """
+    tid = template.id_shuffled
+    for _ in range(_MAX_DUPLICATE_DRAWS):
+        question = _draw(template, rng, cap)
+        if question is None:
+            return None
+        key = _normalize_text(question.question)
+        if key in seen or key in originals:
+            continue
+        solution, answer = split_solution(question.answer)
+        seen.add(key)
+        return Problem(
+            id=f"gsm_symbolic/{tid:04d}/{_digest(key)[:10]}",
+            question=question.question.strip(),
+            answer=answer,
+            solution=solution,
+            source="gsm_symbolic",
+        )
+    return None
+
+
 def gsm_symbolic_problems(
     n: int,
     split: str = "train",
@@ -356,13 +394,7 @@ def gsm_symbolic_problems(
         >>> len(problems), problems[0].id.startswith("gsm_symbolic/")
         (5, True)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; valid splits are ['train', 'test']")
-    if not max_seconds_per_template > 0:
-        raise ValueError(f"max_seconds_per_template must be > 0, got {max_seconds_per_template!r}")
-
+    _check_symbolic_args(n, split, max_seconds_per_template)
     templates = [t for t in _templates() if template_split(t.id_shuffled) == split]
     order_rng = random.Random(int(_digest(f"gsm_symbolic/order/{split}/{seed}")[:16], 16))
     order_rng.shuffle(templates)
@@ -379,27 +411,12 @@ def gsm_symbolic_problems(
         for template in active:
             if len(problems) >= n:
                 break
-            tid = template.id_shuffled
-            for _ in range(_MAX_DUPLICATE_DRAWS):
-                question = _draw(template, rngs[tid], max_seconds_per_template)
-                if question is None:
-                    break
-                key = _normalize_text(question.question)
-                if key in seen or key in originals:
-                    continue
-                solution, answer = split_solution(question.answer)
-                seen.add(key)
-                problems.append(
-                    Problem(
-                        id=f"gsm_symbolic/{tid:04d}/{_digest(key)[:10]}",
-                        question=question.question.strip(),
-                        answer=answer,
-                        solution=solution,
-                        source="gsm_symbolic",
-                    )
-                )
+            problem = _new_variant(
+                template, rngs[template.id_shuffled], max_seconds_per_template, seen, originals
+            )
+            if problem is not None:
+                problems.append(problem)
                 still_active.append(template)
-                break
         active = still_active
     if len(problems) < n:
         raise ValueError(

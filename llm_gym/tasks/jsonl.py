@@ -56,28 +56,7 @@ def load_jsonl(
             if not line.strip():
                 continue
             where = f"{path}, line {lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            for key in (question_key, answer_key):
-                if key not in record:
-                    raise ValueError(f"{where}: missing key {key!r} (keys present: {sorted(record)})")
-            question, raw_answer = record[question_key], record[answer_key]
-            if not isinstance(question, str) or not question.strip():
-                raise ValueError(f"{where}: {question_key!r} must be a non-empty string, got {question!r}")
-            if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
-                raise ValueError(f"{where}: {answer_key!r} must be a string or a number, got {raw_answer!r}")
-            if isinstance(raw_answer, str):
-                solution, answer = split_solution(raw_answer)
-            else:
-                solution, answer = None, normalize_answer(raw_answer)
-            if not answer:
-                raise ValueError(f"{where}: {answer_key!r} has an empty final answer: {raw_answer!r}")
-            if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
-                solution = record["solution"].strip()
+            record, question, answer, solution = _parse_line(line, where, question_key, answer_key)
             problem_id = str(record.get("id", f"{path.stem}/{lineno}"))
             if problem_id in ids:
                 raise ValueError(
@@ -100,3 +79,45 @@ def load_jsonl(
     if not problems:
         raise ValueError(f"problem file {str(path)!r} contains no problems (it is empty or only blank lines)")
     return problems
+
+
+def _parse_line(
+    line: str, where: str, question_key: str, answer_key: str
+) -> tuple[dict, str, str, str | None]:
+    """Parse and validate one non-blank line of a ``.jsonl`` problem file.
+
+    Args:
+        line: The raw line text.
+        where: ``"<path>, line <n>"`` prefix for error messages.
+        question_key: Key of the question text.
+        answer_key: Key of the answer.
+
+    Returns:
+        ``(record, question, answer, solution)``; ``question`` is not yet stripped.
+
+    Raises:
+        ValueError: On invalid JSON, a non-object, or a missing or empty question or answer.
+    """
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in (question_key, answer_key):
+        if key not in record:
+            raise ValueError(f"{where}: missing key {key!r} (keys present: {sorted(record)})")
+    question, raw_answer = record[question_key], record[answer_key]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{where}: {question_key!r} must be a non-empty string, got {question!r}")
+    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
+        raise ValueError(f"{where}: {answer_key!r} must be a string or a number, got {raw_answer!r}")
+    if isinstance(raw_answer, str):
+        solution, answer = split_solution(raw_answer)
+    else:
+        solution, answer = None, normalize_answer(raw_answer)
+    if not answer:
+        raise ValueError(f"{where}: {answer_key!r} has an empty final answer: {raw_answer!r}")
+    if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
+        solution = record["solution"].strip()
+    return record, question, answer, solution

@@ -230,15 +230,16 @@ def test_save_load_restores_the_value_head(make_env, tmp_path):
 
 def test_target_kl_stops_the_epochs_early(make_env, tmp_path):
     """4 epochs x 2 minibatches = 8 steps without target_kl. With a tiny target_kl: the first step is
-    on-policy (approx_kl ~ 0), the second sees the moved policy and stops the loop: 2 updates."""
+    on-policy (approx_kl ~ 0) and applied; the second sees the moved policy, so (SB3's rule) its update is
+    skipped and the loop stops: 1 update, and the weights equal those after that one step."""
     full = make_ppo(make_env, n_epochs=4, learning_rate=1e-2)
     full.learn(4)
     assert full._n_updates == 8
     model = make_ppo(make_env, n_epochs=4, learning_rate=1e-2, target_kl=1e-6)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(4)
-    assert model._n_updates == 2
-    assert float(logged_rows(tmp_path)[0]["train/n_updates"]) == 2
+    assert model._n_updates == 1
+    assert float(logged_rows(tmp_path)[0]["train/n_updates"]) == 1
 
 
 def test_invalid_config_errors(make_env):
