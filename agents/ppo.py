@@ -95,24 +95,26 @@ class PPO(LLMAlgorithm):
     def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
         """Rollout values ``V(s_t)`` and KL-penalised token rewards -> ``buffer.values``, ``token_rewards``.
 
-        The KL penalty needs pi_old's log-probs: the buffer's ``old_log_probs``, or, when the base skipped
-        them (one optimizer step per rollout), the same forward pass that gives the values.
+        When several optimizer steps use the rollout, the base already computed the values together with
+        ``old_log_probs`` in one forward pass. Otherwise the KL penalty needs pi_old's log-probs: they come
+        from the same forward pass that gives the values.
         """
         s = buffer.samples
         need_log_probs = s.old_log_probs is None and self.beta > 0
         values, log_probs = [], []
-        for micro in micro_batches(s, self.micro_batch_size):
+        for micro in micro_batches(s, self.micro_batch_size) if s.values is None else ():
             if need_log_probs:
                 micro_log_probs, _, micro_values = self.policy.evaluate_actions(micro)  # (B, T) x2
                 log_probs.append(micro_log_probs)
             else:
                 micro_values = self.policy.predict_values(micro)  # (B, T)
             values.append(micro_values)
+        b_values = s.values if s.values is not None else torch.cat(values)  # (N, T): base computed them with old
         b_log_probs = torch.cat(log_probs) if need_log_probs else s.old_log_probs  # (N, T) or None
         b_token_rewards, b_kl_penalty = kl_penalty_rewards(
             s.token_rewards, b_log_probs, s.ref_log_probs, s.response_mask, self.beta, self.kl_estimator,
         )  # (N, T), (N, T)
-        buffer.update(values=torch.cat(values), token_rewards=b_token_rewards)
+        buffer.update(values=b_values, token_rewards=b_token_rewards)
         self._rollout_stats["rollout/kl_penalty"] = float(b_kl_penalty.sum() / s.response_mask.sum().clamp(min=1))
 
     def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor,

@@ -255,6 +255,20 @@ def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     return input_ids[:, first:], attention_mask[:, first:]
 
 
+def sequence_inputs(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                    response_mask: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Model inputs for prompt + response: ``input_ids``, ``attention_mask``, ``position_ids``, each ``(B, L + T)``.
+
+    Common left padding is trimmed first; position ids follow the mask (``cumsum - 1``) as in ``generate``,
+    so position ``L + t - 1`` predicts response token ``t``.
+    """
+    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # (B, L + T)
+    attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L + T)
+    return input_ids, attention_mask, position_ids
+
+
 def sequence_log_probs(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -295,10 +309,8 @@ def sequence_log_probs(
         ``return_hidden=True`` a third element, ``hidden (B, T, H)`` in the model's dtype.
     """
     device = next(model.parameters()).device
-    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # (B, L + T)
-    attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attention_mask, position_ids = sequence_inputs(prompt_ids, prompt_mask, response_ids,
+                                                              response_mask, device)  # (B, L + T) each
     T = response_ids.shape[1]
     kwargs = {"output_hidden_states": True} if return_hidden else {}
     try:

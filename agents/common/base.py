@@ -289,16 +289,21 @@ class LLMAlgorithm(BaseAlgorithm):
     @torch.no_grad()
     def _compute_rollout_log_probs(self, buffer: GroupRolloutBuffer) -> None:
         """Old log-probs (only if several optimizer steps use this rollout) and reference log-probs (beta > 0),
-        once per rollout, in micro-batches, without grad."""
+        once per rollout, in micro-batches, without grad. A policy with a critic gives its values from the same
+        forward pass (stored as ``values``), so PPO does not run the trunk again."""
         s = buffer.samples
-        old, ref = [], []
+        old, values, ref = [], [], []
         for mb in micro_batches(s, self.micro_batch_size):
-            args = (mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask)
             if not self._one_step_per_rollout:
-                old.append(self.policy.log_probs(*args)[0])
+                log_probs, _, mb_values = self.policy.evaluate_actions(mb)
+                old.append(log_probs)
+                if mb_values is not None:
+                    values.append(mb_values)
             if self.ref_policy is not None:
-                ref.append(self.ref_policy.log_probs(*args))
-        buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None)
+                ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids,
+                                                     mb.response_mask))
+        buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None,
+                      values=torch.cat(values) if values else None)
 
     def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
         """Hook after a rollout is stored and its log-probs computed (e.g. PPO's critic values). No-op here."""

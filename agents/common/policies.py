@@ -13,7 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
 from llm_gym.decoding import decode_step, left_align, prefill, sample_tokens
-from llm_gym.lm import LanguageModel, sequence_log_probs, trim_left_padding
+from llm_gym.lm import LanguageModel, sequence_inputs, sequence_log_probs
 
 
 class LLMPolicy(BasePolicy):
@@ -264,11 +264,8 @@ def response_hidden_states(trunk: torch.nn.Module, prompt_ids: torch.Tensor, pro
     mask), so ``hidden[:, t]`` is the state before response token ``t``; ``trunk`` is a Hugging Face base
     model (``model.base_model``) returning ``last_hidden_state``. With grad if enabled.
     """
-    device = next(trunk.parameters()).device
-    prompt_ids, prompt_mask = trim_left_padding(prompt_ids, prompt_mask)
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)  # (B, L + T)
-    attention_mask = torch.cat([prompt_mask.long(), response_mask.long()], dim=1).to(device)  # (B, L + T)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, L + T)
+    input_ids, attention_mask, position_ids = sequence_inputs(
+        prompt_ids, prompt_mask, response_ids, response_mask, next(trunk.parameters()).device)  # (B, L + T) each
     T = response_ids.shape[1]
     out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state[:, -(T + 1):-1, :]  # (B, T, H)
