@@ -42,14 +42,19 @@ class GRPO(LLMAlgorithm):
             clip_range=self.clip_range, clip_range_high=self.clip_range_high,
             ref_log_probs=micro.ref_log_probs, beta=self.beta, kl_estimator=self.kl_estimator,
             loss_aggregation=self.loss_aggregation, max_len=micro.response_mask.shape[1],
+            importance_sampling_level=self.importance_sampling_level,
         )
+
+    def _sequence_advantages(self, b: RolloutSamples) -> torch.Tensor:
+        """``(N,)`` advantages: rewards normalised within their group (DeepSeekMath section 4.1.2)."""
+        return group_normalized(b.rewards, b.group_ids, scale=self.scale_rewards, eps=self.eps)
 
     def train(self) -> None:
         """Group-normalised advantages, then ``n_epochs`` of clipped-surrogate minibatch steps."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         b = self.rollout_buffer.samples
-        b_advantages = group_normalized(b.rewards, b.group_ids, scale=self.scale_rewards, eps=self.eps)  # (N,)
+        b_advantages = self._sequence_advantages(b)  # (N,)
         self.rollout_buffer.update(advantages=broadcast_to_tokens(b_advantages, b.response_mask))  # (N, T)
         all_stats = []
         for _ in range(self.n_epochs):

@@ -92,7 +92,7 @@ class PPO(LLMAlgorithm):
         self.policy.entropy_grad = self.ent_coef > 0
 
     @torch.no_grad()
-    def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
+    def _post_rollout(self, buffer: GroupRolloutBuffer, rollout=None) -> None:
         """Rollout values ``V(s_t)`` and KL-penalised token rewards -> ``buffer.values``, ``token_rewards``.
 
         When several optimizer steps use the rollout, the base already computed the values together with

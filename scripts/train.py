@@ -7,6 +7,8 @@ Example (the defaults: SmolLM2-135M-Instruct, arithmetic curriculum, about 10 mi
 
     python scripts/train.py --algo grpo --env LLMMath-v0
     python scripts/train.py --algo ppo --env LLMMathToken-v0     # token level, critic, KL in the reward
+    python scripts/train.py --algo dapo --batch-size 8           # clip-higher, dynamic sampling, overlong penalty
+    python scripts/train.py --algo gspo --batch-size 8           # sequence-level ratio, clipped per sequence
     tensorboard --logdir runs/
 """
 
@@ -23,15 +25,22 @@ import gymnasium as gym
 import torch
 
 import llm_gym  # noqa: F401  (registers the envs)
-from agents import GRPO, PPO
+from agents import DAPO, GRPO, GSPO, PPO, OnlineRFT
 from agents.common.evaluation import evaluate_accuracy
 from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
 
-ALGORITHMS = {"grpo": GRPO, "ppo": PPO}
+ALGORITHMS = {"grpo": GRPO, "ppo": PPO, "dapo": DAPO, "gspo": GSPO, "rft": OnlineRFT}
 # Per-algorithm defaults for flags left unset (CPU-sized; see docs/benchmarks.md for the runs they give).
 ALGO_DEFAULTS = {
     "grpo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
              "beta": 0.04, "total_timesteps": 320},
+    # DAPO, GSPO and Online RFT: GRPO's budget; beta 0 as in their papers (Online RFT has no KL either).
+    "dapo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
+             "beta": 0.0, "total_timesteps": 320},
+    "gspo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
+             "beta": 0.0, "total_timesteps": 320},
+    "rft": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
+            "beta": 0.0, "total_timesteps": 320},
     "ppo": {"n_prompts": 32, "group_size": 1, "n_epochs": 2, "batch_size": 16, "learning_rate": 1e-5,
             "beta": 0.05, "total_timesteps": 7100},
 }
@@ -56,12 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--learning-rate", type=float, default=None, help="AdamW learning rate (default: grpo 2e-5, ppo 1e-5).")
     add("--beta", type=float, default=None, help="KL coefficient to the reference model, in the loss (grpo, default 0.04) or the reward "
         "(ppo, default 0.05); 0 = no reference model.")
-    add("--clip-range", type=float, default=0.2, help="PPO clip epsilon.")
+    add("--clip-range", type=float, default=None,
+        help="Clip epsilon (low); default: the algorithm's (0.2; GSPO 3e-4).")
+    add("--clip-range-high", type=float, default=None,
+        help="Upper clip epsilon; default: the algorithm's (= clip-range; DAPO 0.28, GSPO 4e-4).")
+    add("--max-sampling-rounds", type=int, default=None, help="DAPO: generation rounds per iteration (default 4).")
     add("--scale-rewards", default="group", choices=["group", "batch", "none"], help="Advantage scaling.")
     add("--temperature", type=float, default=0.7, help="Sampling temperature (also used for log-probs).")
     add("--top-p", type=float, default=1.0, help="Nucleus sampling threshold (1.0 = off).")
     add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
     add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
+    add("--no-eval-before", action="store_true",
+        help="Skip the evaluation before training (the base model's figure is the same for every algorithm).")
     add("--eval-n", type=int, default=200, help="Held-out problems for the before/after evaluation (0 = skip).")
     add("--eval-batch-size", type=int, default=50, help="Sequences per generate call during evaluation.")
     add("--seed", type=int, default=0, help="Seed of Python, NumPy, torch, the env and problem draws.")
@@ -107,6 +122,15 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
     return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
 
 
+def algorithm_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments that only some algorithms take, or whose default is the algorithm's own."""
+    options = {name: getattr(args, name) for name in ("clip_range", "clip_range_high", "max_sampling_rounds")
+               if getattr(args, name) is not None}
+    if args.algo != "ppo":
+        options["scale_rewards"] = args.scale_rewards
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; returns a process exit code."""
     args = build_parser().parse_args(argv)
@@ -119,12 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     algo = ALGORITHMS[args.algo](
         "LLMPolicy", train_env, learning_rate=args.learning_rate, n_prompts=args.n_prompts,
         group_size=args.group_size, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
-        n_epochs=args.n_epochs, beta=args.beta, clip_range=args.clip_range,
-        **({"scale_rewards": args.scale_rewards} if args.algo == "grpo" else {}),
+        n_epochs=args.n_epochs, beta=args.beta, **algorithm_options(args),
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device,
         tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
     )
-    before = evaluate(algo.policy.model, eval_env, args, "before")
+    before = None if args.no_eval_before else evaluate(algo.policy.model, eval_env, args, "before")
     start = time.perf_counter()
     algo.learn(args.total_timesteps, tb_log_name=run_name, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start

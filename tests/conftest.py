@@ -8,6 +8,16 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: the tiny model is overhead-bound, so one thread is as fast on an idle
+    machine and about 10x faster on a busy one (use with ``pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """Folder of a tiny random causal LM (2 layers, width 64, char tokenizer, 2048-token context)."""

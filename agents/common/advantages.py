@@ -18,12 +18,16 @@ their inputs (float32 or float64).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from agents.common.losses import KL_ESTIMATORS, kl_divergence
 
-__all__ = ["GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized", "kl_penalty_rewards", "masked_whiten"]
+__all__ = [
+    "GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized", "informative_groups", "kl_penalty_rewards",
+    "masked_whiten",
+]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
 GROUP_SCALES: tuple[str, ...] = ("group", "batch", "none")
@@ -156,6 +160,35 @@ def group_normalized(
         std = batch_std.expand_as(rewards)  # (N,)
 
     return centred / (std + eps)  # (N,)
+
+
+def informative_groups(rewards: np.ndarray, group_size: int, atol: float = 1e-6) -> np.ndarray:
+    """Which responses belong to a group whose rewards are not all equal (DAPO's dynamic sampling).
+
+    DAPO (arXiv:2503.14476) section 3.2, eq. 11 keeps a prompt only if ``0 < |{o_i correct}| < G``: a group
+    whose rewards are all equal has zero group-normalised advantage, so it gives no gradient. Rows are in
+    consecutive groups of ``group_size`` (as the rollout lays them out).
+
+    Args:
+        rewards: ``(N,)`` rewards, ``N`` a multiple of ``group_size``.
+        group_size: ``G`` >= 1.
+        atol: rewards closer than this count as equal.
+
+    Returns:
+        ``(N,)`` bool, True on every row of a group with ``max - min > atol``.
+
+    Raises:
+        ValueError: ``N`` is not a multiple of ``group_size``, or ``group_size < 1``.
+
+    >>> informative_groups(np.array([1.0, 0.0, 1.0, 1.0]), 2).tolist()
+    [True, True, False, False]
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if group_size < 1 or rewards.ndim != 1 or rewards.shape[0] % group_size:
+        raise ValueError(f"rewards of shape {rewards.shape} cannot be split into groups of group_size={group_size}")
+    groups = rewards.reshape(-1, group_size)  # (n_groups, G)
+    mixed = groups.max(axis=1) - groups.min(axis=1) > atol  # (n_groups,)
+    return np.repeat(mixed, group_size)
 
 
 def broadcast_to_tokens(advantages: Tensor, response_mask: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +23,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.common.advantages import GROUP_SCALES
+from agents.common.advantages import GROUP_SCALES, informative_groups
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batches
 from agents.common.losses import AGGREGATION_MODES, KL_ESTIMATORS
 from agents.common.policies import LLMPolicy, ReferencePolicy
@@ -66,6 +67,11 @@ class LLMAlgorithm(BaseAlgorithm):
 
     policy_aliases = {"LLMPolicy": LLMPolicy}  # noqa: RUF012
     policy: LLMPolicy
+    #: DAPO's dynamic sampling (off here; see :meth:`_collect_groups`) and its cap on rounds per iteration.
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 1
+    #: Ratio level of the clipped surrogate: "token", or GSPO's "sequence" / "sequence-token".
+    importance_sampling_level: str = "token"
 
     def __init__(
         self,
@@ -195,29 +201,76 @@ class LLMAlgorithm(BaseAlgorithm):
 
         Sequence-level envs get one batched ``generate``; token-level envs (``Discrete`` actions) are
         stepped token by token with the KV cache as the policy's recurrent state. Both give the same buffer.
+        With ``dynamic_sampling`` (DAPO) rounds are drawn until ``n_prompts`` groups have mixed rewards
+        (:meth:`_collect_groups`); an iteration where none did leaves the buffer empty and ``train`` is skipped.
 
         Returns:
             False when a callback asked to stop training.
         """
         callback.on_rollout_start()
-        problem_ids = self._sample_problems()  # (N,)
-        start = time.perf_counter()
-        token_level = isinstance(self.action_space, spaces.Discrete)
-        rollout = (self._collect_tokens if token_level else self._collect_sequences)(env, callback, problem_ids)
-        if rollout is None:
+        collected = self._collect_groups(env, callback)
+        if collected is None:
             return False
-        seconds = time.perf_counter() - start if token_level else rollout.seconds
-        group_ids = np.repeat(np.arange(self.n_prompts), self.group_size)
-        self.generated_tokens = getattr(self, "generated_tokens", 0) + int(rollout.response_mask.sum())
-        rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
-                           rollout.rewards, torch.as_tensor(group_ids), token_rewards=rollout.token_rewards)
-        self._rollout_stats = rollout_metrics(rollout.rewards.numpy(), group_ids, rollout.infos,
-                                              rollout.response_mask, seconds)
-        self._compute_rollout_log_probs(rollout_buffer)
-        self._post_rollout(rollout_buffer)
+        rollout, generated = collected
+        all_group_ids = np.repeat(np.arange(generated.rewards.shape[0] // self.group_size), self.group_size)
+        self.generated_tokens = getattr(self, "generated_tokens", 0) + int(generated.response_mask.sum())
+        self._rollout_stats = rollout_metrics(generated.rewards.numpy(), all_group_ids, generated.infos,
+                                              generated.response_mask, generated.seconds)
+        if self.dynamic_sampling:
+            self._rollout_stats |= {"rollout/sampling_rounds": generated.rewards.shape[0] / self.rollout_size,
+                                    "rollout/generated_sequences": float(generated.rewards.shape[0]),
+                                    "rollout/dropped_groups": float(self._dropped_groups)}
+        rollout_buffer.reset()
+        if rollout.rewards.shape[0] > 0:
+            group_ids = np.repeat(np.arange(rollout.rewards.shape[0] // self.group_size), self.group_size)
+            rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
+                               rollout.rewards, torch.as_tensor(group_ids), token_rewards=rollout.token_rewards)
+            self._compute_rollout_log_probs(rollout_buffer)
+            self._post_rollout(rollout_buffer, rollout)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _collect_round(self, env: VecEnv, callback: BaseCallback) -> Rollout | None:
+        """Draw ``n_prompts`` problems and sample ``group_size`` responses each (``N`` rows, None if stopped)."""
+        problem_ids = self._sample_problems()  # (N,)
+        start = time.perf_counter()
+        if isinstance(self.action_space, spaces.Discrete):
+            rollout = self._collect_tokens(env, callback, problem_ids)
+            return None if rollout is None else rollout._replace(seconds=time.perf_counter() - start)
+        return self._collect_sequences(env, callback, problem_ids)
+
+    def _collect_groups(self, env: VecEnv, callback: BaseCallback) -> tuple[Rollout, Rollout] | None:
+        """The training rollout and everything generated for it: ``(rollout, generated)``.
+
+        Without dynamic sampling both are one round. With it (DAPO arXiv:2503.14476 section 3.2, eq. 11),
+        rounds of ``n_prompts`` groups are drawn and only groups whose rewards are not all equal are kept,
+        until ``n_prompts`` are kept (the surplus of the last round is dropped) or ``max_sampling_rounds``
+        rounds were drawn; then a ``UserWarning`` says how many were found and training uses those.
+        """
+        kept, generated = [], []
+        for _ in range(self.max_sampling_rounds if self.dynamic_sampling else 1):
+            rollout = self._collect_round(env, callback)
+            if rollout is None:
+                return None
+            generated.append(rollout)
+            if not self.dynamic_sampling:
+                return rollout, rollout
+            rows = np.flatnonzero(informative_groups(rollout.rewards.numpy(), self.group_size))
+            kept.append(rollout.take(rows))
+            if sum(r.rewards.shape[0] for r in kept) >= self.rollout_size:
+                break
+        else:
+            n_found = sum(r.rewards.shape[0] for r in kept) // self.group_size
+            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts} groups had mixed rewards "
+                          f"after max_sampling_rounds={self.max_sampling_rounds} rounds "
+                          f"({self.max_sampling_rounds * self.rollout_size} responses); training on those "
+                          f"{n_found}. Raise max_sampling_rounds or use problems the policy sometimes solves.",
+                          stacklevel=2)
+        all_rows = Rollout.concat(generated)
+        self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.group_size))
+                                   ) // self.group_size
+        return Rollout.concat(kept).take(np.arange(self.rollout_size)), all_rows
 
     def _step_callbacks(self, callback: BaseCallback, infos, dones, n_steps: int, local_vars: dict) -> bool:
         self.num_timesteps += n_steps
@@ -305,8 +358,10 @@ class LLMAlgorithm(BaseAlgorithm):
         buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None,
                       values=torch.cat(values) if values else None)
 
-    def _post_rollout(self, buffer: GroupRolloutBuffer) -> None:
-        """Hook after a rollout is stored and its log-probs computed (e.g. PPO's critic values). No-op here."""
+    def _post_rollout(self, buffer: GroupRolloutBuffer, rollout: Rollout) -> None:
+        """Hook after a rollout is stored and its log-probs computed (PPO's KL rewards, DAPO's reward shaping).
+
+        ``rollout`` is what was stored, with each sequence's final ``info``. No-op here."""
 
     # ------------------------------------------------------------------ optimisation
     def _gradient_step(self, mb: RolloutSamples, loss_fn) -> dict[str, float]:
@@ -377,7 +432,8 @@ class LLMAlgorithm(BaseAlgorithm):
                 break
             iteration += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            self.train()
+            if len(self.rollout_buffer):  # empty when dynamic sampling found no informative group
+                self.train()
             if log_interval is not None and iteration % log_interval == 0:
                 self.dump_logs(iteration)
         callback.on_training_end()
@@ -423,7 +479,20 @@ class Rollout(NamedTuple):
     rewards: torch.Tensor  # (N,) episode return
     token_rewards: torch.Tensor | None  # (N, T) per-token rewards (token level), None: outcome on the last token
     infos: list[dict]  # the final step's info of each sequence
-    seconds: float  # generation wall time (sequence level)
+    seconds: float  # generation (sequence level) or rollout (token level) wall time
+
+    def take(self, rows: np.ndarray) -> Rollout:
+        """The rollout restricted to ``rows`` (int indices; out-of-range ones are ignored, as slicing does)."""
+        rows = rows[rows < self.rewards.shape[0]]
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        pick = [None if f is None else f[idx] for f in self[:6]]
+        return Rollout(*pick, [self.infos[i] for i in rows], self.seconds)
+
+    @staticmethod
+    def concat(rollouts: list[Rollout]) -> Rollout:
+        """Rows of several rollouts one after the other (times add up)."""
+        fields = [None if rollouts[0][i] is None else torch.cat([r[i] for r in rollouts]) for i in range(6)]
+        return Rollout(*fields, [i for r in rollouts for i in r.infos], sum(r.seconds for r in rollouts))
 
 
 def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:

@@ -10,6 +10,7 @@ References:
     * PPO: Schulman et al., arXiv:1707.06347 (clipped surrogate, eq. 7).
     * GRPO: DeepSeekMath, Shao et al., arXiv:2402.03300 (objective eq. 3, KL estimator eq. 4).
     * DAPO: Yu et al., arXiv:2503.14476 (clip-higher eq. 10, token-level loss eq. 8).
+    * GSPO: Zheng et al., arXiv:2507.18071 (sequence ratio eq. 7, objective eq. 5, GSPO-token eq. 13).
     * Dr. GRPO: Liu et al., arXiv:2503.20783 (constant length normalisation).
     * Clipped value loss: OpenAI baselines ``ppo2`` (``vf_losses``); GAE paper arXiv:1506.02438.
     * KL estimators: J. Schulman, "Approximating KL Divergence" (2020), http://joschu.net/blog/kl-approx.html
@@ -22,12 +23,15 @@ from torch import Tensor
 
 __all__ = [
     "AGGREGATION_MODES",
+    "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LOG_RATIO_CLAMP",
     "aggregate",
     "clipped_surrogate",
+    "importance_log_ratio",
     "kl_divergence",
     "policy_loss",
+    "sft_loss",
     "value_loss",
 ]
 
@@ -38,6 +42,9 @@ AGGREGATION_MODES: tuple[str, ...] = (
     "seq-mean-token-sum",
     "seq-mean-token-sum-norm",
 )
+
+#: Valid ``importance_sampling_level`` values of :func:`importance_log_ratio` (TRL's name for the option).
+IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = ("token", "sequence", "sequence-token")
 
 #: Valid ``estimator`` values of :func:`kl_divergence`.
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
@@ -173,12 +180,62 @@ def kl_divergence(log_probs: Tensor, ref_log_probs: Tensor, estimator: str = "k3
     return torch.exp(log_ref_over_pi) - log_ref_over_pi - 1.0  # (N, T)
 
 
+def importance_log_ratio(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    response_mask: Tensor | None = None,
+    level: str = "token",
+) -> Tensor:
+    r"""Log of the importance weight of every response token, ``(N, T)``, at the requested level.
+
+    * ``"token"`` (PPO, GRPO, DAPO): :math:`\log \rho_{i,t} = \log\pi_\theta(o_{i,t}) - \log\pi_{old}(o_{i,t})`.
+    * ``"sequence"`` (GSPO arXiv:2507.18071 eq. 7): the length-normalised sequence ratio
+      :math:`\log s_i = \frac{1}{|o_i|}\sum_t \log\frac{\pi_\theta(o_{i,t})}{\pi_{old}(o_{i,t})}`, the log of the
+      geometric mean of the token ratios, repeated on every token of the sequence; the gradient flows
+      through the mean (each token gets ``1/|o_i|`` of it).
+    * ``"sequence-token"`` (GSPO-token, eq. 13-14): the same value as ``"sequence"``, but the gradient is
+      that of the token's own log-prob: :math:`\mathrm{sg}[\log s_i] + \log\pi_\theta(o_{i,t}) -
+      \mathrm{sg}[\log\pi_\theta(o_{i,t})]`, so per-token advantages can weight each token.
+
+    Padding (``response_mask == 0``) is excluded from the sequence mean; a sequence with no real token
+    gets a log-ratio of 0. ``old_log_probs`` is detached.
+
+    Args:
+        log_probs: ``(N, T)`` log-probabilities under the current policy (with grad).
+        old_log_probs: ``(N, T)`` log-probabilities under the sampling policy.
+        response_mask: ``(N, T)``, nonzero on real tokens; required for the sequence levels.
+        level: One of :data:`IMPORTANCE_SAMPLING_LEVELS`.
+
+    Returns:
+        ``(N, T)`` log importance weights (not clamped; see :func:`clipped_surrogate`).
+
+    Raises:
+        ValueError: Unknown ``level``, or a sequence level without ``response_mask``.
+    """
+    if level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {list(IMPORTANCE_SAMPLING_LEVELS)}, got {level!r}")
+    log_ratio = log_probs - old_log_probs.detach()  # (N, T)
+    if level == "token":
+        return log_ratio
+    if response_mask is None:
+        raise ValueError(f"importance_sampling_level={level!r} needs response_mask (the sequence mean skips padding)")
+    m = response_mask.to(device=log_probs.device) != 0  # (N, T) bool
+    masked = torch.where(m, log_ratio, torch.zeros_like(log_ratio))  # (N, T)
+    seq_log_ratio = masked.sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1).to(log_probs.dtype)  # (N, 1)
+    if level == "sequence":
+        return seq_log_ratio.expand_as(log_probs)  # (N, T)
+    return seq_log_ratio.detach() + log_probs - log_probs.detach()  # (N, T)  "sequence-token"
+
+
 def clipped_surrogate(
     log_probs: Tensor,
     old_log_probs: Tensor,
     advantages: Tensor,
     clip_range: float = 0.2,
     clip_range_high: float | None = None,
+    *,
+    response_mask: Tensor | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[Tensor, Tensor]:
     r"""PPO's clipped surrogate objective, negated to a per-token loss.
 
@@ -190,6 +247,9 @@ def clipped_surrogate(
               \mathrm{clip}(\rho_t, 1 - \epsilon_{low}, 1 + \epsilon_{high}) \hat A_t\right),
         \qquad \rho_t = \exp(\log\pi_\theta(o_t) - \log\pi_{old}(o_t)).
 
+    With ``importance_sampling_level="sequence"`` :math:`\rho_t` is GSPO's sequence ratio :math:`s_i`
+    (arXiv:2507.18071 eq. 5 and 7): clipping then removes the whole sequence's gradient at once;
+    ``"sequence-token"`` is GSPO-token (eq. 13). See :func:`importance_log_ratio`.
     The log-ratio is clamped to ``[-20, 20]`` before ``exp`` (see :data:`LOG_RATIO_CLAMP`).
 
     ``is_clipped`` marks tokens where the clipped term is strictly smaller than the unclipped one,
@@ -204,14 +264,17 @@ def clipped_surrogate(
         advantages: ``(N, T)`` per-token, or ``(N,)`` per-sequence (broadcast over ``T``); detached.
         clip_range: :math:`\epsilon_{low}` (and :math:`\epsilon_{high}` by default), >= 0.
         clip_range_high: :math:`\epsilon_{high}`, >= 0; defaults to ``clip_range``. DAPO uses 0.28
-            with ``clip_range=0.2``.
+            with ``clip_range=0.2``; GSPO 4e-4 with 3e-4.
+        response_mask: ``(N, T)``; needed by the sequence levels (ignored at ``"token"``).
+        importance_sampling_level: One of :data:`IMPORTANCE_SAMPLING_LEVELS`.
 
     Returns:
         ``(per_token_loss, is_clipped)``: float ``(N, T)`` (not masked) and bool ``(N, T)``.
 
     Raises:
         ValueError: If ``log_probs`` is not 2-D, ``old_log_probs`` does not have its shape,
-            ``advantages`` is neither ``(N,)`` nor ``(N, T)``, or a clip range is negative.
+            ``advantages`` is neither ``(N,)`` nor ``(N, T)``, a clip range is negative, or the level
+            is unknown or lacks ``response_mask``.
     """
     _check_2d("log_probs", log_probs)
     _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
@@ -228,8 +291,8 @@ def clipped_surrogate(
         adv = adv.unsqueeze(1)  # (N, 1)
     adv = adv.expand_as(log_probs)  # (N, T)
 
-    log_ratio = (log_probs - old_log_probs.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # (N, T)
-    ratio = torch.exp(log_ratio)  # (N, T)
+    log_ratio = importance_log_ratio(log_probs, old_log_probs, response_mask, importance_sampling_level)  # (N, T)
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # (N, T)
     surr_unclipped = ratio * adv  # (N, T)
     surr_clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range_high) * adv  # (N, T)
     is_clipped = surr_clipped < surr_unclipped  # (N, T) bool
@@ -278,6 +341,8 @@ def _policy_per_token(
     clip_range_high: float | None,
     beta: float,
     kl_estimator: str,
+    response_mask: Tensor,
+    importance_sampling_level: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Per-token terms of :func:`policy_loss`.
 
@@ -287,7 +352,8 @@ def _policy_per_token(
         (None if ``ref_log_probs`` is None).
     """
     surrogate, is_clipped = clipped_surrogate(
-        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high
+        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high,
+        response_mask=response_mask, importance_sampling_level=importance_sampling_level,
     )  # (N, T), (N, T)
     per_token = surrogate  # (N, T)
     kl = None
@@ -337,6 +403,7 @@ def policy_loss(
     kl_estimator: str = "k3",
     loss_aggregation: str = "seq-mean-token-mean",
     max_len: int | None = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The GRPO objective (DeepSeekMath arXiv:2402.03300 eq. 3), negated to a loss to minimise.
 
@@ -349,7 +416,8 @@ def policy_loss(
 
     ``loss_aggregation="seq-mean-token-mean"`` with the k3 estimator is exactly -eq. 3; ``"token-mean"`` with
     ``clip_range_high > clip_range`` and ``beta=0`` gives DAPO; ``"seq-mean-token-sum-norm"`` with
-    ``group_normalized(..., scale="none")`` gives Dr. GRPO; ``beta=0`` + GAE advantages is PPO's policy loss.
+    ``group_normalized(..., scale="none")`` gives Dr. GRPO; ``beta=0`` + GAE advantages is PPO's policy loss;
+    ``importance_sampling_level="sequence"`` with ``beta=0`` and clip ranges 3e-4 / 4e-4 gives GSPO (eq. 5).
     With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient w.r.t.
     ``log_probs[i, t]`` is ``-(1/N)(1/|o_i|)(A_{i,t} + beta (pi_ref/pi_theta - 1))`` (DeepSeekMath A.1.6).
 
@@ -367,6 +435,8 @@ def policy_loss(
         kl_estimator: One of :data:`KL_ESTIMATORS` (DeepSeekMath uses ``"k3"``).
         loss_aggregation: One of :data:`AGGREGATION_MODES`.
         max_len: Normaliser of ``"seq-mean-token-sum-norm"`` (default ``T``).
+        importance_sampling_level: ``"token"`` (PPO/GRPO/DAPO), ``"sequence"`` (GSPO) or
+            ``"sequence-token"`` (GSPO-token); see :func:`importance_log_ratio`.
 
     Returns:
         ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d statistics:
@@ -375,7 +445,8 @@ def policy_loss(
         * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
           estimate of KL(pi_theta || pi_ref), in nats.
         * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
-          (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``.
+          (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``. At the sequence
+          levels a clipped sequence counts with all its tokens.
         * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with ``rho = pi_theta / pi_old``
           (log-ratio clamped to ``[-20, 20]``): the k3 estimate of KL(pi_old || pi_theta) with the samples
           drawn from pi_old (as SB3's PPO ``approx_kl``), in nats, >= 0; 0 when ``pi_theta == pi_old``.
@@ -388,12 +459,49 @@ def policy_loss(
     _check_policy_tensors(log_probs, old_log_probs, advantages, response_mask, ref_log_probs)
     _check_policy_options(ref_log_probs, beta, kl_estimator, loss_aggregation)
     per_token, surrogate, is_clipped, kl = _policy_per_token(
-        log_probs, old_log_probs, advantages, ref_log_probs, clip_range, clip_range_high, beta, kl_estimator
+        log_probs, old_log_probs, advantages, ref_log_probs, clip_range, clip_range_high, beta, kl_estimator,
+        response_mask, importance_sampling_level,
     )  # (N, T) each; kl is None without ref_log_probs
     loss = aggregate(per_token, response_mask, loss_aggregation, max_len=max_len)  # ()
     return loss, _policy_stats(
         log_probs, old_log_probs, response_mask, surrogate, is_clipped, kl, loss_aggregation, max_len
     )
+
+
+def sft_loss(
+    log_probs: Tensor,
+    weights: Tensor,
+    response_mask: Tensor,
+    loss_aggregation: str = "seq-mean-token-mean",
+    max_len: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""Weighted negative log-likelihood: SFT (weights 1) and (Online) RFT (weights = 1 if correct, else 0).
+
+    DeepSeekMath (arXiv:2402.03300) section 5.2.1: SFT maximises
+    :math:`\frac{1}{|o|}\sum_t \log\pi_\theta(o_t)`, a gradient coefficient of 1; RFT and Online RFT the
+    same on sampled responses with coefficient :math:`\mathbb{I}(o)` (1 for a correct answer, 0 otherwise).
+    Per token ``L_{i,t} = -w_{i,t} log pi(o_{i,t})``, reduced with :func:`aggregate`.
+
+    Args:
+        log_probs: ``(N, T)`` log-probabilities of the response tokens (with grad).
+        weights: ``(N,)`` per-sequence or ``(N, T)`` per-token weights (detached), e.g. the correctness indicator.
+        response_mask: ``(N, T)``, nonzero on real tokens.
+        loss_aggregation: One of :data:`AGGREGATION_MODES` (DeepSeekMath: ``"seq-mean-token-mean"``).
+        max_len: Normaliser of ``"seq-mean-token-sum-norm"``.
+
+    Returns:
+        ``(loss, stats)``: the 0-d loss and ``{"policy_loss": loss.detach()}``.
+
+    Raises:
+        ValueError: Wrong shapes or an unknown aggregation mode.
+    """
+    _check_2d("log_probs", log_probs)
+    _check_same("response_mask", response_mask, "log_probs", log_probs)
+    _check_advantages(weights, log_probs)
+    w = weights.detach().to(dtype=log_probs.dtype, device=log_probs.device)
+    w = (w.unsqueeze(1) if w.dim() == 1 else w).expand_as(log_probs)  # (N, T)
+    loss = aggregate(-w * log_probs, response_mask, loss_aggregation, max_len=max_len)  # ()
+    return loss, {"policy_loss": loss.detach()}
 
 
 def value_loss(

@@ -16,6 +16,7 @@ from llm_gym.rewards.base import (
     reward_fn_name,
 )
 from llm_gym.rewards.format import boxed_format_reward, regex_format_reward
+from llm_gym.rewards.length import overlong_penalty
 from llm_gym.rewards.math import extract_answer, math_answer_reward
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "call_reward_fn",
     "extract_answer",
     "math_answer_reward",
+    "overlong_penalty",
     "regex_format_reward",
     "reward_fn_name",
 ]
