@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from agents.common.advantages import broadcast_to_tokens, group_normalized
+from agents.common.advantages import broadcast_to_tokens, group_normalized, process_group_normalized
 from agents.common.base import LLMAlgorithm
 from agents.common.buffers import RolloutSamples
 from agents.common.losses import policy_loss
+
+#: Valid ``advantage`` values: outcome supervision (section 4.1.2) or process supervision (section 4.1.3).
+ADVANTAGE_MODES: tuple[str, ...] = ("outcome", "process")
 
 
 class GRPO(LLMAlgorithm):
@@ -27,12 +30,18 @@ class GRPO(LLMAlgorithm):
     ``loss_aggregation="seq-mean-token-mean"``, ``scale_rewards="group"``; ``learning_rate=1e-6`` and
     ``group_size=8`` as in TRL's GRPOTrainer. ``beta=0`` skips the reference model entirely.
     Extra argument ``eps`` (1e-4) is the advantage denominator's epsilon, so a group whose rewards are all
-    equal has zero advantage (no NaN). Every other argument is documented on
+    equal has zero advantage (no NaN). ``advantage="process"`` is process supervision (section 4.1.3): the
+    env's step rewards (``info["step_rewards"]``, plus the outcome at the last token) are normalised over
+    all steps of the group and a token's advantage is the sum of the normalised rewards of the steps ending
+    at or after it (:func:`~agents.common.advantages.process_group_normalized`). Every other argument is documented on
     :class:`~agents.common.base.LLMAlgorithm`.
     """
 
-    def __init__(self, policy, env, *args, eps: float = 1e-4, **kwargs):
+    def __init__(self, policy, env, *args, eps: float = 1e-4, advantage: str = "outcome", **kwargs):
         self.eps = float(eps)
+        if advantage not in ADVANTAGE_MODES:
+            raise ValueError(f"advantage must be one of {ADVANTAGE_MODES}, got {advantage!r}")
+        self.advantage = advantage
         super().__init__(policy, env, *args, **kwargs)
 
     def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor, values=None,
@@ -49,13 +58,27 @@ class GRPO(LLMAlgorithm):
         """``(N,)`` advantages: rewards normalised within their group (DeepSeekMath section 4.1.2)."""
         return group_normalized(b.rewards, b.group_ids, scale=self.scale_rewards, eps=self.eps)
 
+    def _token_advantages(self, b: RolloutSamples) -> torch.Tensor:
+        """``(N, T)`` advantages: outcome (broadcast) or process (DeepSeekMath section 4.1.3).
+
+        Raises:
+            RuntimeError: ``advantage="process"`` but the rollout has no step rewards.
+        """
+        if self.advantage == "outcome":
+            return broadcast_to_tokens(self._sequence_advantages(b), b.response_mask)
+        if b.step_mask is None:
+            raise RuntimeError("advantage='process' needs step rewards: build the env with process_reward_fn=... "
+                               "(e.g. llm_gym.rewards.process.arithmetic_step_reward) or wrap it in "
+                               "llm_gym.wrappers.ProcessReward.")
+        return process_group_normalized(b.token_rewards, b.step_mask, b.group_ids, b.response_mask,
+                                        scale=self.scale_rewards, eps=self.eps)
+
     def train(self) -> None:
         """Group-normalised advantages, then ``n_epochs`` of clipped-surrogate minibatch steps."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         b = self.rollout_buffer.samples
-        b_advantages = self._sequence_advantages(b)  # (N,)
-        self.rollout_buffer.update(advantages=broadcast_to_tokens(b_advantages, b.response_mask))  # (N, T)
+        self.rollout_buffer.update(advantages=self._token_advantages(b))  # (N, T)
         all_stats = []
         for _ in range(self.n_epochs):
             for mb in self.rollout_buffer.get(self.batch_size):

@@ -26,7 +26,7 @@ from agents.common.losses import KL_ESTIMATORS, kl_divergence
 
 __all__ = [
     "GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized", "informative_groups", "kl_penalty_rewards",
-    "masked_whiten",
+    "masked_whiten", "process_group_normalized",
 ]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
@@ -159,7 +159,72 @@ def group_normalized(
         batch_std = rewards.std() if n > 1 else rewards.new_zeros(())  # () unbiased
         std = batch_std.expand_as(rewards)  # (N,)
 
-    return centred / (std + eps)  # (N,)
+    denominator = std + eps  # (N,)
+    safe = denominator > 0  # a constant group with eps = 0 has 0 / 0: its advantage is 0, not NaN
+    return torch.where(safe, centred / torch.where(safe, denominator, 1.0), torch.zeros_like(centred))  # (N,)
+
+
+def process_group_normalized(
+    token_rewards: Tensor,
+    step_mask: Tensor,
+    group_ids: Tensor,
+    response_mask: Tensor,
+    scale: str = "group",
+    eps: float = 1e-4,
+) -> Tensor:
+    r"""Group-relative advantages for process supervision (GRPO, DeepSeekMath section 4.1.3).
+
+    Response ``i`` has steps ending at tokens ``index(j)`` with rewards ``r_i^{index(j)}``. Every step reward
+    of a group is normalised by the mean and std of *all* step rewards of that group,
+    :math:`\tilde r_i^{index(j)} = (r_i^{index(j)} - \mathrm{mean}(R)) / \mathrm{std}(R)`, and a token's
+    advantage is the sum of the normalised rewards of the steps that end at or after it:
+
+    .. math:: \hat A_{i,t} = \sum_{index(j) \ge t} \tilde r_i^{index(j)}
+
+    The normalisation is :func:`group_normalized` applied to the flat list of steps (same unbiased std,
+    ``eps`` and ``scale`` options), so a group whose step rewards are all equal gets 0.
+
+    Args:
+        token_rewards: ``(N, T)`` step rewards at their step-end tokens (other entries are ignored).
+        step_mask: ``(N, T)``, nonzero at step-end tokens. Responses may have different numbers of steps.
+        group_ids: ``(N,)`` integer group id of each response.
+        response_mask: ``(N, T)``, nonzero on real tokens; advantages are 0 on padding.
+        scale: ``"group"``, ``"batch"`` or ``"none"`` (see :func:`group_normalized`).
+        eps: Added to the std.
+
+    Returns:
+        ``(N, T)`` advantages (float, dtype of ``token_rewards``).
+
+    Raises:
+        ValueError: Shapes differ from ``(N, T)`` / ``(N,)``, or invalid ``scale`` / ``eps``.
+
+    Example:
+        One group, response 0 with steps ending at tokens 0 and 2 (rewards 1, 0), response 1 with one step
+        at token 1 (reward 1). Step rewards ``{1, 0, 1}``: mean 2/3, std ``sqrt(1/3)``, normalised
+        ``{0.577, -1.155, 0.577}``; response 0's tokens get ``[0.577 - 1.155, -1.155, -1.155]``.
+
+        >>> r = torch.tensor([[1., 0., 0.], [0., 1., 0.]])
+        >>> steps = torch.tensor([[1, 0, 1], [0, 1, 0]])
+        >>> process_group_normalized(r, steps, torch.tensor([0, 0]), torch.tensor([[1, 1, 1], [1, 1, 0]]), eps=0.0)
+        tensor([[-0.5774, -1.1547, -1.1547],
+                [ 0.5774,  0.5774,  0.0000]])
+    """
+    _check_2d_pair("token_rewards", token_rewards, "step_mask", step_mask)
+    _check_2d_pair("token_rewards", token_rewards, "response_mask", response_mask)
+    _check_shape("group_ids", group_ids, (token_rewards.shape[0],), "one group id per response")
+    rewards = _as_float(token_rewards).detach()  # (N, T)
+    steps = step_mask.to(rewards.device) != 0  # (N, T) bool
+    step_groups = group_ids.to(rewards.device)[:, None].expand_as(steps)[steps]  # (M,) group of each step
+    normalised = torch.zeros_like(rewards)  # (N, T)
+    normalised[steps] = group_normalized(rewards[steps], step_groups, scale=scale, eps=eps)  # (M,)
+    advantages = normalised.flip(-1).cumsum(-1).flip(-1)  # (N, T): sum over steps ending at or after t
+    return advantages * (response_mask.to(rewards.device) != 0).to(rewards.dtype)
+
+
+def _check_2d_pair(name: str, tensor: Tensor, other_name: str, other: Tensor) -> None:
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} has shape {_shape(tensor)}, expected (N, T)")
+    _check_shape(other_name, other, _shape(tensor), f"same as {name}: (N, T)")
 
 
 def informative_groups(rewards: np.ndarray, group_size: int, atol: float = 1e-6) -> np.ndarray:

@@ -223,8 +223,9 @@ class LLMAlgorithm(BaseAlgorithm):
         rollout_buffer.reset()
         if rollout.rewards.shape[0] > 0:
             group_ids = np.repeat(np.arange(rollout.rewards.shape[0] // self.group_size), self.group_size)
+            rewards, token_rewards, step_mask = step_reward_tensors(rollout)
             rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
-                               rollout.rewards, torch.as_tensor(group_ids), token_rewards=rollout.token_rewards)
+                               rewards, torch.as_tensor(group_ids), token_rewards=token_rewards, step_mask=step_mask)
             self._compute_rollout_log_probs(rollout_buffer)
             self._post_rollout(rollout_buffer, rollout)
         callback.update_locals(locals())
@@ -493,6 +494,35 @@ class Rollout(NamedTuple):
         """Rows of several rollouts one after the other (times add up)."""
         fields = [None if rollouts[0][i] is None else torch.cat([r[i] for r in rollouts]) for i in range(6)]
         return Rollout(*fields, [i for r in rollouts for i in r.infos], sum(r.seconds for r in rollouts))
+
+
+def step_reward_tensors(rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(rewards (N,), token_rewards (N, T) or None, step_mask (N, T) or None)`` for the buffer.
+
+    Without process supervision (no ``info["step_rewards"]``) the rollout's rewards pass through. With it, every
+    step reward ``(token_index, reward)`` is placed at its token and the outcome reward at the last token (the
+    token env already paid them there), the step mask marks those tokens, and ``rewards`` is the return
+    ``token_rewards.sum(-1)`` at both levels.
+    """
+    if not any(info.get("step_rewards") for info in rollout.infos):
+        return rollout.rewards, rollout.token_rewards, None
+    n, t = rollout.response_mask.shape
+    rows = torch.arange(n)
+    last = (rollout.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
+    step_mask = torch.zeros((n, t))  # (N, T)
+    step_mask[rows, last] = 1.0
+    token_rewards = rollout.token_rewards
+    if token_rewards is None:  # sequence level: the env reward is the outcome, step rewards are in info
+        token_rewards = torch.zeros((n, t))  # (N, T)
+        token_rewards[rows, last] = rollout.rewards.float()
+    else:
+        token_rewards = token_rewards.clone()
+    for i, info in enumerate(rollout.infos):
+        for index, reward in info.get("step_rewards", ()):
+            step_mask[i, index] = 1.0
+            if rollout.token_rewards is None:
+                token_rewards[i, index] += float(reward)
+    return token_rewards.sum(-1), token_rewards, step_mask
 
 
 def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:

@@ -26,6 +26,7 @@ class RolloutSamples(NamedTuple):
     old_log_probs: torch.Tensor | None  # (B, T)
     ref_log_probs: torch.Tensor | None  # (B, T)
     values: torch.Tensor | None  # (B, T)
+    step_mask: torch.Tensor | None = None  # (B, T) 1.0 at step-end tokens (process supervision), else None
 
     @property
     def n_sequences(self) -> int:
@@ -43,7 +44,8 @@ class GroupRolloutBuffer:
     Fields (DESIGN's buffer contract): ``prompt_ids (N, L)``, ``prompt_mask (N, L)``,
     ``response_ids (N, T)``, ``response_mask (N, T)``, ``old_log_probs (N, T)``, ``ref_log_probs (N, T)``,
     ``values (N, T)``, ``rewards (N,)``, ``token_rewards (N, T)``, ``group_ids (N,)``,
-    ``advantages (N, T)``, ``returns (N, T)``. Tensors live on ``device``.
+    ``advantages (N, T)``, ``returns (N, T)``, ``step_mask (N, T)`` (process supervision: 1.0 at the
+    step-end tokens, the last token included; None without step rewards). Tensors live on ``device``.
     """
 
     def __init__(self, device: torch.device | str = "cpu"):
@@ -55,7 +57,7 @@ class GroupRolloutBuffer:
         self.samples = None
 
     def add(self, prompt_ids, prompt_mask, response_ids, response_mask, rewards, group_ids,
-            token_rewards=None) -> None:
+            token_rewards=None, step_mask=None) -> None:
         """Store a whole rollout (replaces the previous one).
 
         Args:
@@ -64,6 +66,7 @@ class GroupRolloutBuffer:
             rewards: ``(N,)`` outcome rewards.
             group_ids: ``(N,)`` int, equal for responses to the same prompt draw.
             token_rewards: ``(N, T)``; default puts each outcome reward on the last response token.
+            step_mask: ``(N, T)``, nonzero at the step ends of process supervision (None: no steps).
 
         Raises:
             ValueError: inconsistent first dimensions or empty rollout.
@@ -86,7 +89,7 @@ class GroupRolloutBuffer:
         self.samples = RolloutSamples(
             prompt_ids.to(dev), prompt_mask.to(dev), response_ids.to(dev), mask, rewards,
             token_rewards.to(dev).float(), torch.as_tensor(group_ids, device=dev), zeros, zeros.clone(),
-            None, None, None,
+            None, None, None, None if step_mask is None else step_mask.to(dev).float(),
         )
 
     def update(self, **fields: torch.Tensor | None) -> None:

@@ -2,7 +2,8 @@
 
 :class:`LLMEnvBase` owns what both granularities have in common: the model handle, the problems and
 their prompts, the prompt-length checks, problem selection at reset, the left-padded prompt
-observation, the reset info, and scoring a finished response (decode + :class:`CombinedReward`).
+observation, the reset info, scoring a finished response (decode + :class:`CombinedReward`) and process
+supervision (step rewards from a process reward function, :meth:`LLMEnvBase.process_rewards`).
 :class:`~llm_gym.envs.sequence.SequenceEnv` and :class:`~llm_gym.envs.token.TokenEnv` add their spaces,
 ``reset`` and ``step``.
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from llm_gym.lm import LanguageModel, get_language_model
 from llm_gym.rewards import CombinedReward, boxed_format_reward, math_answer_reward
+from llm_gym.rewards.process import ProcessRewardFunction, call_process_reward_fn, split_steps
 from llm_gym.tasks import Problem, get_problems, load_jsonl
 
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPut your final answer within \\boxed{{}}."
@@ -48,6 +50,9 @@ class LLMEnvBase(gym.Env):
         max_prompt_length: int | None = None,
         reward_fn: Callable | Mapping[str, Callable] | None = None,
         format_weight: float = 0.0,
+        process_reward_fn: ProcessRewardFunction | None = None,
+        step_delimiter: str = "\n",
+        reward_timeout: float | None = None,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         system_prompt: str | None = None,
         chat_template: bool = True,
@@ -65,7 +70,9 @@ class LLMEnvBase(gym.Env):
             for p in self.problems
         ]
         self.max_prompt_length = self._check_lengths(max_prompt_length)
-        self.reward = build_reward(reward_fn, format_weight)
+        self.reward = build_reward(reward_fn, format_weight, reward_timeout)
+        self.reward_timeout = reward_timeout
+        self.set_process_reward_fn(process_reward_fn, step_delimiter)
         self.observation_space, self.action_space = self._make_spaces()
         self._problem_id: int | None = None
         self._prompt: dict[str, np.ndarray] | None = None
@@ -138,21 +145,71 @@ class LLMEnvBase(gym.Env):
         return {"problem_id": self._problem_id, "problem": p.id, "prompt_text": self.prompts[self._problem_id],
                 "answer": p.answer}
 
-    def process_rewards(self, response_ids: np.ndarray) -> list[tuple[int, float]]:
-        """Process-supervision hook: ``(token_index, reward)`` at the step ends of a response.
+    def set_process_reward_fn(self, fn: ProcessRewardFunction | None, delimiter: str | None = None) -> None:
+        """Turn process supervision on (or off with ``fn=None``) and set the step delimiter.
 
-        Not implemented yet by any scorer: returns ``[]``. A subclass (or a process reward model) that
-        overrides it must be *causal*: the rewards at indices ``<= t`` depend only on tokens ``0..t``,
-        because :class:`~llm_gym.envs.token.TokenEnv` calls it on every prefix and pays each reward at
-        its token index.
+        Args:
+            fn: A process reward function ``fn(prompts, steps, answers, **problem_fields)`` returning one
+                value (or None) per step (see :class:`~llm_gym.rewards.process.ProcessRewardFunction`),
+                e.g. :func:`~llm_gym.rewards.process.arithmetic_step_reward`; None = no step rewards.
+            delimiter: The text that ends a step (see :func:`~llm_gym.rewards.process.split_steps`); None
+                keeps the current one (``"\\n"`` at construction).
+
+        Raises:
+            TypeError: ``fn`` is neither None nor callable.
+            ValueError: ``delimiter`` is not a non-empty string.
+        """
+        if fn is not None and not callable(fn):
+            raise TypeError(f"process_reward_fn must be a callable fn(prompts, steps, answers, **fields) or None, "
+                            f"got {type(fn).__name__}.")
+        if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+            raise ValueError(f"step_delimiter must be a non-empty string such as '\\n', got {delimiter!r}.")
+        self.process_reward_fn = fn
+        self.step_delimiter = delimiter if delimiter is not None else getattr(self, "step_delimiter", "\n")
+
+    def _response_finished(self) -> bool:
+        """Whether the response being scored is complete (``process_rewards``' default ``final``)."""
+        return True
+
+    def process_rewards(self, response_ids: np.ndarray, final: bool | None = None) -> list[tuple[int, float]]:
+        """Process supervision: ``(token_index, reward)`` at the end of every scored step of a response.
+
+        The response is split into steps at ``step_delimiter`` (:func:`~llm_gym.rewards.process.split_steps`:
+        a step ends at the token holding the delimiter's last character; the final step at the last
+        token, EOS included), ``process_reward_fn`` scores the steps of the current problem (validated by
+        :func:`~llm_gym.rewards.process.call_process_reward_fn`), and each non-None value is placed at its
+        step's end token. Without ``process_reward_fn`` the result is ``[]``.
+
+        Causal: with ``final=False`` only the steps completed by a delimiter are scored (the unfinished
+        last segment is not), so the rewards at indices ``<= t`` depend only on tokens ``0..t`` as long
+        as the scorer scores step k from steps ``0..k``. :class:`~llm_gym.envs.token.TokenEnv` calls this
+        on the prefix generated so far whenever a token completes a step and pays each reward at its
+        token index. A subclass may override it (one argument is enough) under the same causality rule.
 
         Args:
             response_ids: ``(n,)`` int64, the response's real tokens (EOS included, no padding).
+            final: Whether the response is finished (its last segment is a step). None: finished except
+                during a :class:`~llm_gym.envs.token.TokenEnv` episode, whose tokens are a prefix.
 
         Returns:
-            A list of ``(token_index, reward)`` with ``0 <= token_index < n``.
+            A list of ``(token_index, reward)`` with increasing ``0 <= token_index < n``.
+
+        Raises:
+            RuntimeError: before the first ``reset``.
+            RewardFunctionError: ``process_reward_fn`` raised, timed out or returned an invalid value.
         """
-        return []
+        if self.process_reward_fn is None:
+            return []
+        if self._problem_id is None:
+            raise RuntimeError("Call reset() before process_rewards(): the steps are scored against a problem.")
+        final = self._response_finished() if final is None else bool(final)
+        steps = split_steps(response_ids, self.lm.tokenizer, self.step_delimiter, final=final)
+        if not steps:
+            return []
+        prompt, p = self.prompts[self._problem_id], self.problems[self._problem_id]
+        values = call_process_reward_fn(self.process_reward_fn, [prompt], [[s.text for s in steps]], [p.answer],
+                                        timeout=self.reward_timeout, **problem_fields([p]))[0]
+        return [(step.end_index, value) for step, value in zip(steps, values, strict=True) if value is not None]
 
     def score_response(self, response_ids: np.ndarray) -> tuple[float, dict[str, Any]]:
         """Decode and score one finished response with the env's reward.
@@ -222,19 +279,33 @@ def load_problems(task: str, dataset: Sequence[Problem] | str | os.PathLike | No
 
 
 def build_reward(reward_fn: Callable | Mapping[str, Callable] | CombinedReward | None,
-                 format_weight: float) -> CombinedReward:
-    """The env's :class:`CombinedReward`: default accuracy (+ ``format_weight`` x format) or ``reward_fn``."""
+                 format_weight: float, timeout: float | None = None) -> CombinedReward:
+    """The env's :class:`CombinedReward`: default accuracy (+ ``format_weight`` x format) or ``reward_fn``.
+
+    Args:
+        reward_fn: None (the default reward), a reward function, ``{name: fn}`` or a ``CombinedReward``.
+        format_weight: Weight of :func:`boxed_format_reward` in the default reward (0 = left out).
+        timeout: Seconds each component call may take (``CombinedReward(..., timeout=)``); None = no limit.
+
+    Raises:
+        ValueError: ``timeout`` given with a ready-made ``CombinedReward`` (set its own ``timeout``), or a
+            bad timeout.
+    """
+    kwargs = {} if timeout is None else {"timeout": timeout}
     if reward_fn is None:
         components = {"accuracy": math_answer_reward}
         weights = {"accuracy": 1.0}
         if format_weight:
             components["format"] = boxed_format_reward
             weights["format"] = float(format_weight)
-        return CombinedReward(components, weights)
+        return CombinedReward(components, weights, **kwargs)
     if isinstance(reward_fn, CombinedReward):
+        if timeout is not None:
+            raise ValueError("reward_timeout cannot be applied to a ready-made CombinedReward: pass "
+                             "CombinedReward(..., timeout=seconds) as reward_fn instead (or its components as a dict).")
         return reward_fn
     if isinstance(reward_fn, Mapping):
-        return CombinedReward(dict(reward_fn))
+        return CombinedReward(dict(reward_fn), **kwargs)
     from llm_gym.rewards import reward_fn_name
 
-    return CombinedReward({reward_fn_name(reward_fn): reward_fn})
+    return CombinedReward({reward_fn_name(reward_fn): reward_fn}, **kwargs)

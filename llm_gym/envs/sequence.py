@@ -29,6 +29,15 @@ class SequenceEnv(LLMEnvBase):
     a dict of them, see :mod:`llm_gym.rewards`) replaces the default; ``info["accuracy"]`` is always
     reported for logging.
 
+    Process supervision (``process_reward_fn``): the response is split into steps at ``step_delimiter``
+    (one line per step by default; :func:`~llm_gym.rewards.process.split_steps`), the function scores
+    every step (one value or None per step) and ``info["step_rewards"]`` lists ``(token_index, reward)``
+    for every scored step, ``token_index`` being the step's last token (the token holding the delimiter;
+    the last token, EOS included, for the final step). The env's scalar reward stays the outcome reward:
+    the step rewards are reported in ``info`` only, and algorithms read them from there (GRPO's
+    ``advantage="process"``). :class:`~llm_gym.envs.token.TokenEnv` pays the same step rewards as rewards
+    at their tokens.
+
     Episode: ``reset`` picks a problem (``options={"problem_id": k}`` or a draw from ``np_random``);
     ``step`` scores the response and terminates.
 
@@ -50,6 +59,14 @@ class SequenceEnv(LLMEnvBase):
         max_prompt_length: ``L``; None = the longest prompt of the dataset.
         reward_fn: replaces the default reward (callable or ``{name: fn}``).
         format_weight: weight of the ``\\boxed{}`` format component in the default reward (0 = off).
+        process_reward_fn: a process reward function ``fn(prompts, steps, answers, **problem_fields)`` ->
+            one value (or None = no reward) per step of each response, e.g.
+            :func:`~llm_gym.rewards.process.arithmetic_step_reward` (see
+            :class:`~llm_gym.rewards.process.ProcessRewardFunction`); None = no step rewards.
+        step_delimiter: the text that ends a step (``"\\n"``: one step per line; ``"\\n\\n"``: paragraphs).
+        reward_timeout: seconds each reward call may take (every ``reward_fn`` component, through
+            ``CombinedReward(..., timeout=)``, and ``process_reward_fn``); None = no limit. A call that
+            times out raises :class:`~llm_gym.rewards.RewardFunctionError`.
         prompt_template: ``str.format`` template with ``{question}``.
         system_prompt: optional system message.
         chat_template: wrap the prompt in the model's chat template.
@@ -57,7 +74,10 @@ class SequenceEnv(LLMEnvBase):
         device: for the model handle.
 
     Raises:
-        ValueError: empty dataset, or a prompt that does not fit in the context with ``max_new_tokens``.
+        ValueError: empty dataset, a prompt that does not fit in the context with ``max_new_tokens``, an
+            empty ``step_delimiter``, a bad ``reward_timeout``, or ``reward_timeout`` with a ready-made
+            ``CombinedReward`` (give it its own ``timeout``).
+        TypeError: ``process_reward_fn`` not callable.
     """
 
     def _make_spaces(self) -> tuple[spaces.Dict, spaces.Box]:

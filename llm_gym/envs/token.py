@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from llm_gym.envs.common import LLMEnvBase
+from llm_gym.rewards.process import IncrementalDecoder
 
 __all__ = ["TokenEnv"]
 
@@ -30,11 +31,15 @@ class TokenEnv(LLMEnvBase):
     with ``terminated=True`` on the EOS id (the EOS token is part of the response), or with
     ``truncated=True`` after ``T`` tokens without EOS (``info["truncated_by_length"] = True``).
 
-    Reward: 0.0 on every step but the last, which pays the total of the same scorer as SequenceEnv on the
-    same response (:meth:`score_response`). Process rewards (:meth:`process_rewards`, ``[]`` until a
-    process scorer exists) are paid at their token indices: after token ``t`` the env pays the step
-    rewards at indices ``<= t`` not paid yet, and the last step pays whatever remains, so the episode's
-    return is the outcome reward plus the sum of ``info["step_rewards"]``.
+    Reward: the last step pays the total of the same scorer as SequenceEnv on the same response
+    (:meth:`score_response`, the outcome reward). With process supervision (``process_reward_fn``, see
+    SequenceEnv, or the :class:`~llm_gym.wrappers.process.ProcessReward` wrapper) every step reward is
+    paid on its step's end token: when token ``t`` completes a step (its text ends an occurrence of
+    ``step_delimiter``), the env scores the steps completed so far (:meth:`process_rewards` with
+    ``final=False``, the unfinished step is not scored) and pays the step rewards at indices ``<= t`` not
+    paid yet; the last token scores every step (the final one ends on it) and pays whatever remains. So
+    every other step pays 0.0, the episode's return is the outcome reward plus the sum of
+    ``info["step_rewards"]``, and ``info["step_rewards"]`` equals SequenceEnv's for the same response.
 
     Info: every step has ``problem_id`` and ``token_index`` (0-based index of the token just taken). Reset
     gives SequenceEnv's reset keys (``problem_id``, ``problem``, ``prompt_text``, ``answer``); the last
@@ -87,6 +92,7 @@ class TokenEnv(LLMEnvBase):
         self._mask = np.concatenate([self._prompt["attention_mask"], np.zeros(T, dtype=np.int64)])
         self._response = np.full(T, pad, dtype=np.int64)  # (T,) right-padded, SequenceEnv's action format
         self._n, self._paid, self._done = 0, 0.0, False
+        self._decoder = IncrementalDecoder(self.lm.tokenizer)  # finds the tokens that complete a step
         return self._obs(), self._info()
 
     def _obs(self) -> dict[str, np.ndarray]:
@@ -118,13 +124,20 @@ class TokenEnv(LLMEnvBase):
         terminated = token == self.lm.eos_token_id
         truncated = not terminated and self._n == self.max_new_tokens
         self._done = terminated or truncated
+        self._decoder.push(token)
         if not self._done:
-            reward = self._pay_step_rewards(self.process_rewards(self.response_ids()), up_to=t)
+            reward = 0.0
+            if self._decoder.ends_step(self.step_delimiter):  # mid-episode final=False: completed steps only
+                reward = self._pay_step_rewards(self.process_rewards(self.response_ids()), up_to=t)
             return self._obs(), reward, False, False, {"problem_id": self._problem_id, "token_index": t}
         outcome, info = self.score_response(self._response.copy())
         reward = outcome + self._pay_step_rewards(info["step_rewards"], up_to=None)
         info |= {"token_index": t, "truncated_by_length": bool(truncated)}
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
+
+    def _response_finished(self) -> bool:
+        """The response is finished once the episode ended; before that the tokens are a prefix."""
+        return self._done
 
     def _pay_step_rewards(self, step_rewards: list[tuple[int, float]], up_to: int | None) -> float:
         """Step rewards at token indices ``<= up_to`` (all when None) not paid yet; records the payment."""

@@ -2,7 +2,10 @@
 
 Every reward function is batched: ``fn(prompts, responses, answers, **problem_fields) -> list[float | None]``
 (``None`` = no opinion). Use :func:`call_reward_fn` to call and validate one, :class:`CombinedReward` to
-take a weighted sum of several.
+take a weighted sum of several; both take ``timeout=seconds`` so a hung verifier cannot hang training.
+Length shaping (:func:`length_penalty`, :func:`overlong_penalty`) works on token counts. Process
+supervision: :func:`split_steps` and process reward functions (:func:`arithmetic_step_reward`), batched as
+``fn(prompts, steps, answers, **fields) -> list[list[float | None]]``.
 """
 
 from __future__ import annotations
@@ -16,19 +19,34 @@ from llm_gym.rewards.base import (
     reward_fn_name,
 )
 from llm_gym.rewards.format import boxed_format_reward, regex_format_reward
-from llm_gym.rewards.length import overlong_penalty
+from llm_gym.rewards.length import length_penalty, overlong_penalty
 from llm_gym.rewards.math import extract_answer, math_answer_reward
+from llm_gym.rewards.process import (
+    ProcessRewardFunction,
+    Step,
+    arithmetic_step_reward,
+    call_process_reward_fn,
+    check_arithmetic_step,
+    split_steps,
+)
 
 __all__ = [
     "CombinedReward",
+    "ProcessRewardFunction",
     "RewardFunction",
     "RewardFunctionError",
     "RewardOutput",
+    "Step",
+    "arithmetic_step_reward",
     "boxed_format_reward",
+    "call_process_reward_fn",
     "call_reward_fn",
+    "check_arithmetic_step",
     "extract_answer",
+    "length_penalty",
     "math_answer_reward",
     "overlong_penalty",
     "regex_format_reward",
     "reward_fn_name",
+    "split_steps",
 ]

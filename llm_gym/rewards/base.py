@@ -9,14 +9,22 @@ to score a math problem).
 >>> out = call_reward_fn(length_reward, ["p", "p"], ["hi", "hello world"], ["", ""])
 >>> out.values.tolist(), out.has_opinion.tolist()
 ([0.2, 1.0], [True, True])
+
+A hung verifier must not hang training: ``call_reward_fn(..., timeout=seconds)`` (and
+``CombinedReward(..., timeout=seconds)``) runs the function in a worker thread and raises
+:class:`RewardFunctionError` when it has not returned in time (see :func:`call_reward_fn`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import functools
 import math
 import numbers
 import sys
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -174,11 +182,77 @@ def _validated_output(items: list[Any], name: str, n: int) -> RewardOutput:
     return RewardOutput(values=values, has_opinion=has_opinion)
 
 
+class _RewardTimeout(Exception):
+    """Internal: the worker thread running a reward function did not finish within the timeout."""
+
+
+#: Worker threads of calls that timed out and are still running (they cannot be killed); see
+#: :func:`call_reward_fn`. A ``WeakSet`` so finished threads drop out once collected.
+_TIMED_OUT_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def _check_timeout(timeout: Any, owner: str) -> float | None:
+    """Return ``timeout`` as a float (or ``None``).
+
+    Raises:
+        ValueError: ``timeout`` is not ``None`` nor a finite real number > 0.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not (
+            math.isfinite(float(timeout)) and float(timeout) > 0):
+        raise ValueError(f"{owner}: timeout must be None (no limit) or a finite number of seconds > 0, "
+                         f"got {timeout!r}.")
+    return float(timeout)
+
+
+def _call_in_thread(fn: Any, args: tuple, kwargs: dict[str, Any], timeout: float, name: str) -> Any:
+    """Run ``fn(*args, **kwargs)`` in a fresh daemon thread and wait at most ``timeout`` seconds.
+
+    A fresh single-use thread per call (not a pool) means a call that never returns cannot block later
+    calls, and a daemon thread cannot block interpreter exit (``ThreadPoolExecutor`` workers are joined at
+    exit). The caller's ``contextvars`` are copied into the thread.
+
+    Returns:
+        What ``fn`` returned.
+
+    Raises:
+        _RewardTimeout: ``fn`` did not return within ``timeout`` seconds (it keeps running).
+        Exception: whatever ``fn`` raised, re-raised in the calling thread.
+    """
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            future.set_result(context.run(fn, *args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            future.set_exception(exc)
+
+    thread = threading.Thread(target=target, name=f"reward-fn-{name}", daemon=True)
+    thread.start()
+    done, _ = concurrent.futures.wait([future], timeout=timeout)
+    if not done:
+        _TIMED_OUT_THREADS.add(thread)
+        raise _RewardTimeout
+    return future.result()
+
+
+def _timeout_message(name: str, timeout: float) -> str:
+    stuck = sum(t.is_alive() for t in list(_TIMED_OUT_THREADS))
+    return (f"Reward function {name!r} did not return within timeout={timeout:g} s. Make the function faster "
+            f"(or make it return None for samples it cannot score quickly), or raise the timeout. The call "
+            f"keeps running in a background daemon thread that cannot be stopped ({stuck} such thread(s) "
+            f"still running).")
+
+
 def call_reward_fn(
     fn: RewardFunction,
     prompts: Sequence[str],
     responses: Sequence[str],
     answers: Sequence[str],
+    *,
+    timeout: float | None = None,
     **problem_fields: Any,
 ) -> RewardOutput:
     """Call a reward function on a batch and validate what it returns.
@@ -187,11 +261,23 @@ def call_reward_fn(
     exactly one entry per response. Each entry must be a finite real number or ``None``. ``bool``
     values are accepted and count as ``1.0``/``0.0``.
 
+    **Timeout.** With ``timeout=None`` (the default) ``fn`` runs directly in the calling thread, with no
+    overhead. With ``timeout=seconds`` it runs in a fresh daemon thread and, if it has not returned after
+    ``timeout`` seconds of wall-clock time, :class:`RewardFunctionError` is raised in the calling thread.
+    Python cannot kill a thread: the timed-out call **keeps running in the background** until it returns
+    (it cannot block later calls, each of which gets its own thread, nor interpreter exit, the thread is
+    a daemon). A function that hangs on every call therefore leaves one thread per call; the error says
+    how many are still running. In the worker thread ``contextvars`` are copied from the caller, but
+    thread-local state (e.g. ``torch.no_grad()``) is not inherited and ``signal``-based timeouts do not
+    work (:func:`~llm_gym.rewards.math_answer_reward` turns math-verify's own timeouts off there).
+
     Args:
         fn: The reward function (see :class:`RewardFunction`).
         prompts: ``N`` prompts.
         responses: ``N`` responses.
         answers: ``N`` gold answers.
+        timeout: Seconds ``fn`` may take (finite, > 0), or ``None`` for no limit. Keyword-only, so a
+            problem field cannot be called ``timeout``.
         **problem_fields: Extra per-problem fields, passed through unchanged.
 
     Returns:
@@ -199,10 +285,11 @@ def call_reward_fn(
         ``has_opinion`` (``(N,)`` bool, ``False`` where ``None`` was returned).
 
     Raises:
-        ValueError: If ``prompts``, ``responses`` and ``answers`` have different lengths (caller bug).
-        RewardFunctionError: If ``fn`` raises, returns a non-sequence, returns the wrong number of
-            values, or returns an element that is not a finite real number or ``None``. The message
-            names the function and the index/value at fault.
+        ValueError: If ``prompts``, ``responses`` and ``answers`` have different lengths (caller bug), or
+            ``timeout`` is not ``None`` nor a finite number > 0.
+        RewardFunctionError: If ``fn`` raises, takes longer than ``timeout`` seconds, returns a
+            non-sequence, returns the wrong number of values, or returns an element that is not a finite
+            real number or ``None``. The message names the function and the index/value at fault.
 
     >>> out = call_reward_fn(lambda p, r, a, **kw: [1, None, True], ["", "", ""], ["a", "b", "c"], ["", "", ""])
     >>> out.values.tolist(), out.has_opinion.tolist()
@@ -214,9 +301,16 @@ def call_reward_fn(
             f"call_reward_fn: prompts, responses and answers must have the same length, got "
             f"len(prompts)={len(prompts)}, len(responses)={n}, len(answers)={len(answers)}."
         )
+    timeout = _check_timeout(timeout, "call_reward_fn")
     name = reward_fn_name(fn)
+    args = (list(prompts), list(responses), list(answers))
     try:
-        raw = fn(list(prompts), list(responses), list(answers), **problem_fields)
+        if timeout is None:
+            raw = fn(*args, **problem_fields)
+        else:
+            raw = _call_in_thread(fn, args, problem_fields, timeout, name)
+    except _RewardTimeout:
+        raise RewardFunctionError(_timeout_message(name, timeout)) from None
     except Exception as exc:  # noqa: BLE001 - re-raised with context
         raise RewardFunctionError(
             f"Reward function {name!r} raised {type(exc).__name__}: {exc}. Fix the function so it does "
@@ -237,15 +331,20 @@ class CombinedReward:
         components: Mapping ``name -> reward function``; must be non-empty. Names are used as keys
             in :meth:`compute` for per-component logging.
         weights: Optional mapping ``name -> weight`` (finite real). Missing names default to ``1.0``.
+        timeout: Seconds each component call may take, passed to every :func:`call_reward_fn` (so a
+            batch may take up to ``len(components) * timeout``); ``None`` (default) = no limit, the
+            components run in the calling thread.
 
     Raises:
         ValueError: If ``components`` is empty, a component is not callable, ``weights`` has a key
-            that is not a component name, or a weight is not a finite real number.
+            that is not a component name, a weight is not a finite real number, or ``timeout`` is not
+            ``None`` nor a finite number > 0.
 
     Attributes:
         name: Always ``"combined"``.
         components: The component functions (a copy of the mapping given).
         weights: The full weight mapping, one entry per component.
+        timeout: The per-call timeout in seconds, or ``None``.
 
     >>> correct = lambda p, r, a, **kw: [float(x == y) for x, y in zip(r, a)]
     >>> short = lambda p, r, a, **kw: [float(len(x) < 3) for x in r]
@@ -260,6 +359,7 @@ class CombinedReward:
         self,
         components: Mapping[str, RewardFunction],
         weights: Mapping[str, float] | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not components:
             raise ValueError("CombinedReward needs at least one component reward function, got none.")
@@ -283,6 +383,7 @@ class CombinedReward:
                 )
         self.components: dict[str, RewardFunction] = dict(components)
         self.weights: dict[str, float] = {key: float(weights.get(key, 1.0)) for key in self.components}
+        self.timeout: float | None = _check_timeout(timeout, "CombinedReward")
 
     def compute_outputs(
         self,
@@ -304,12 +405,12 @@ class CombinedReward:
             unweighted :class:`RewardOutput` (values and ``has_opinion`` mask).
 
         Raises:
-            RewardFunctionError: If any component fails validation.
+            RewardFunctionError: If any component fails validation or exceeds ``timeout``.
         """
         total = np.zeros(len(responses), dtype=np.float64)
         outputs: dict[str, RewardOutput] = {}
         for key, fn in self.components.items():
-            out = call_reward_fn(fn, prompts, responses, answers, **problem_fields)
+            out = call_reward_fn(fn, prompts, responses, answers, timeout=self.timeout, **problem_fields)
             outputs[key] = out
             total += self.weights[key] * out.values
         return total, outputs
@@ -335,7 +436,7 @@ class CombinedReward:
             :meth:`compute_outputs` for the ``has_opinion`` masks).
 
         Raises:
-            RewardFunctionError: If any component fails validation.
+            RewardFunctionError: If any component fails validation or exceeds ``timeout``.
         """
         total, outputs = self.compute_outputs(prompts, responses, answers, **problem_fields)
         return total, {key: out.values for key, out in outputs.items()}
@@ -355,4 +456,5 @@ class CombinedReward:
         parts = ", ".join(
             f"{key}={reward_fn_name(fn)}*{self.weights[key]:g}" for key, fn in self.components.items()
         )
-        return f"CombinedReward({parts})"
+        timeout = "" if self.timeout is None else f", timeout={self.timeout:g}"
+        return f"CombinedReward({parts}{timeout})"

@@ -1,15 +1,122 @@
-"""Reward-shaping wrappers for llm-gym envs (sequence and token level)."""
+"""Reward-shaping wrappers for llm-gym envs; each works on sequence and token envs alike.
+
+Two kinds:
+
+- **Episode-end terms** (:class:`RewardFunction`, :class:`RewardModel`, :class:`FormatReward`,
+  :class:`LengthPenalty`, :class:`OverlongPenalty`): on the step that ends the episode (the only step of a
+  :class:`~llm_gym.envs.sequence.SequenceEnv`, the last token of a :class:`~llm_gym.envs.token.TokenEnv`)
+  they compute a term from that step's info (``prompt_text``, ``response_text``, ``answer``,
+  ``response_length``...), add it to the reward (or replace the reward with it) and record it in a copy
+  of ``info["reward_components"]`` under their ``name`` (logged as ``rollout/reward/<name>``). Other steps
+  pass through unchanged. Additive terms commute with each other.
+- **Per-step transforms** (:class:`ScaleReward`, :class:`ClipReward`): applied to every step's reward,
+  intermediate token rewards included; they leave ``info`` alone. They do not commute with the additive
+  terms: ``ScaleReward(LengthPenalty(env, c), s)`` pays ``s * (r + p)``, ``LengthPenalty(ScaleReward(env,
+  s), c)`` pays ``s * r + p``.
+
+``info["reward_components"]`` holds each term as it was added at its wrapper's level, so the components
+sum to the reward only when no per-step transform or ``replace=True`` sits outside them. A name already
+in the dict (e.g. two ``FormatReward`` wrappers) gets a suffix: ``format``, ``format_2``, ...
+
+>>> import gymnasium as gym, llm_gym  # doctest: +SKIP
+>>> env = gym.make("LLMMath-v0", format_weight=0.0)  # doctest: +SKIP
+>>> env = ScaleReward(LengthPenalty(FormatReward(env, weight=0.1), coef=0.05), 2.0)  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any, SupportsFloat
+
 import gymnasium as gym
+import gymnasium.wrappers
+import numpy as np
 
-from llm_gym.rewards.length import overlong_penalty
+from llm_gym.envs.common import problem_fields
+from llm_gym.rewards.base import RewardFunction as RewardFn
+from llm_gym.rewards.base import _check_timeout, call_reward_fn, reward_fn_name
+from llm_gym.rewards.format import boxed_format_reward, regex_format_reward
+from llm_gym.rewards.length import length_penalty, overlong_penalty
 
-__all__ = ["OverlongPenalty"]
+__all__ = [
+    "ClipReward",
+    "FormatReward",
+    "LengthPenalty",
+    "OverlongPenalty",
+    "RewardFunction",
+    "RewardModel",
+    "ScaleReward",
+]
 
 
-class OverlongPenalty(gym.Wrapper):
+def _finite(value: Any, what: str) -> float:
+    """``value`` as a float; raises ``ValueError`` naming ``what`` unless it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{what} must be a finite real number, got {value!r}.")
+    return float(value)
+
+
+def _unique_key(components: dict[str, Any], name: str) -> str:
+    """``name``, or ``name_2``, ``name_3``... for the first one not yet in ``components``."""
+    key, i = name, 1
+    while key in components:
+        i += 1
+        key = f"{name}_{i}"
+    return key
+
+
+class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Base of the wrappers that add a term to the reward of the step that ends an episode.
+
+    Subclasses set ``name`` and implement :meth:`term`; ``replace=True`` makes the term the whole reward
+    of that step instead of adding it.
+
+    Args:
+        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        name: Key of the term in ``info["reward_components"]``.
+        replace: Replace the last step's reward with the term instead of adding it.
+    """
+
+    #: ``info`` keys :meth:`term` reads; checked on the last step with a clear error.
+    required_keys: tuple[str, ...] = ("response_length",)
+
+    def __init__(self, env: gym.Env, name: str, replace: bool = False):
+        gym.Wrapper.__init__(self, env)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}.")
+        self.name = name
+        self.replace = bool(replace)
+
+    def term(self, info: dict[str, Any]) -> float:
+        """The term for the finished response described by the last step's ``info``."""
+        raise NotImplementedError
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the env; on the episode's last step add (or substitute) the term and record it in ``info``.
+
+        Raises:
+            RuntimeError: The last step's info lacks a key the term needs (not an llm-gym env, or an
+                episode cut short by another wrapper such as ``TimeLimit``).
+        """
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            missing = [key for key in self.required_keys if key not in info]
+            if missing:
+                raise RuntimeError(
+                    f"{type(self).__name__} needs info{missing} on the step that ends the episode, but the "
+                    f"wrapped env did not provide it. Wrap an llm-gym SequenceEnv or TokenEnv, and do not "
+                    f"put a wrapper that ends episodes mid-response (e.g. TimeLimit) inside this one."
+                )
+            value = float(self.term(info))
+            reward = value if self.replace else float(reward) + value
+            components = dict(info.get("reward_components", {}))
+            components[_unique_key(components, self.name)] = value
+            info = {**info, "reward_components": components}
+        return obs, reward, terminated, truncated, info
+
+
+class OverlongPenalty(_EpisodeEndTerm):
     """Add DAPO's soft overlong punishment (arXiv:2503.14476 eq. 13) to the reward of each finished response.
 
     On the step that ends an episode (the only step of a sequence env, the last token of a token env), the
@@ -29,18 +136,238 @@ class OverlongPenalty(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, overlong_buffer: int | None = None, penalty_factor: float = 1.0):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, overlong_buffer=overlong_buffer,
+                                                 penalty_factor=penalty_factor)
+        super().__init__(env, name="overlong_penalty")
         self.max_length = int(env.get_wrapper_attr("max_new_tokens"))
         self.overlong_buffer = round(0.2 * self.max_length) if overlong_buffer is None else int(overlong_buffer)
         self.penalty_factor = float(penalty_factor)
         overlong_penalty([0], self.max_length, self.overlong_buffer, self.penalty_factor)  # validates
 
-    def step(self, action):
-        """Step the env; on the episode's last step add the penalty to the reward and to ``info``."""
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        if terminated or truncated:
-            penalty = float(overlong_penalty([info["response_length"]], self.max_length, self.overlong_buffer,
-                                             self.penalty_factor)[0])
-            reward = float(reward) + penalty
-            info = {**info, "reward_components": {**info.get("reward_components", {}), "overlong_penalty": penalty}}
-        return obs, reward, terminated, truncated, info
+    def term(self, info: dict[str, Any]) -> float:
+        """``overlong_penalty(response_length)``, in ``[-penalty_factor, 0]``."""
+        return float(overlong_penalty([info["response_length"]], self.max_length, self.overlong_buffer,
+                                      self.penalty_factor)[0])
+
+
+class LengthPenalty(_EpisodeEndTerm):
+    """Add a linear per-token cost ``-coef * response_length / max_length`` to each finished response.
+
+    The term is :func:`llm_gym.rewards.length_penalty` of ``info["response_length"]`` (tokens, EOS
+    included), added on the step that ends the episode and reported as
+    ``info["reward_components"][name]``.
+
+    Args:
+        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        coef: Penalty at ``max_length`` tokens, a finite number >= 0.
+        max_length: Normaliser in tokens; default the env's ``max_new_tokens`` (so the term is in
+            ``[-coef, 0]``).
+        name: Key in ``info["reward_components"]``.
+
+    Raises:
+        ValueError: ``coef`` negative or not finite, or ``max_length < 1``.
+
+    Example:
+        >>> env = LengthPenalty(gym.make("LLMMath-v0"), coef=0.1)  # 64 tokens cost 0.1  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, coef: float, max_length: int | None = None, name: str = "length_penalty"):
+        gym.utils.RecordConstructorArgs.__init__(self, coef=coef, max_length=max_length, name=name)
+        super().__init__(env, name=name)
+        self.max_length = int(env.get_wrapper_attr("max_new_tokens") if max_length is None else max_length)
+        length_penalty([0], self.max_length, coef)  # validates
+        self.coef = float(coef)
+
+    def term(self, info: dict[str, Any]) -> float:
+        """``-coef * response_length / max_length``."""
+        return float(length_penalty([info["response_length"]], self.max_length, self.coef)[0])
+
+
+class RewardFunction(_EpisodeEndTerm):
+    """Score each finished response with a batched reward function and add ``weight * value`` to its reward.
+
+    On the step that ends the episode ``fn`` is called through :func:`llm_gym.rewards.call_reward_fn`
+    (validated, optional ``timeout``) on a batch of one: ``[info["prompt_text"]]``,
+    ``[info["response_text"]]``, ``[info["answer"]]`` plus the env's problem fields (``problem_ids``,
+    ``solutions``), exactly as the env calls its own ``reward_fn``. ``None`` (no opinion) counts as 0.0.
+    ``weight * value`` is added to the reward, or with ``replace=True`` becomes the reward, and is
+    recorded in ``info["reward_components"][name]``. With ``replace=True`` and ``weight=1`` the wrapped
+    env pays what the env built with ``reward_fn=fn`` pays. (This wrapper plugs in a function satisfying
+    the :class:`llm_gym.rewards.RewardFunction` protocol; same name, different module.)
+
+    On a token env ``replace=True`` replaces the last token's reward only: rewards paid on earlier
+    tokens (process rewards) stay, and step rewards the env pays on the last token are replaced too, so
+    put process-reward wrappers outside this one.
+
+    Args:
+        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        fn: A batched reward function ``fn(prompts, responses, answers, **problem_fields)`` (see
+            :class:`llm_gym.rewards.RewardFunction`), e.g. a reward-model scorer.
+        weight: Finite multiplier of the value.
+        replace: Replace the env's reward instead of adding to it.
+        name: Key in ``info["reward_components"]``; default :func:`llm_gym.rewards.reward_fn_name` of ``fn``.
+        timeout: Seconds one call may take (``None`` = no limit); see :func:`llm_gym.rewards.call_reward_fn`.
+
+    Raises:
+        TypeError: ``fn`` is not callable.
+        ValueError: ``weight`` not finite, or ``timeout`` not ``None`` nor a finite number > 0.
+        llm_gym.rewards.RewardFunctionError: From ``step``, when ``fn`` raises, times out or returns an
+            invalid value (the message names it).
+
+    Example:
+        >>> def brevity(prompts, responses, answers, **fields):
+        ...     return [1.0 if len(r) < 200 else 0.0 for r in responses]
+        >>> env = RewardFunction(gym.make("LLMMath-v0"), brevity, weight=0.2)  # doctest: +SKIP
+    """
+
+    required_keys = ("prompt_text", "response_text", "answer", "problem_id")
+
+    def __init__(self, env: gym.Env, fn: RewardFn, weight: float = 1.0, replace: bool = False,
+                 name: str | None = None, timeout: float | None = None):
+        gym.utils.RecordConstructorArgs.__init__(self, fn=fn, weight=weight, replace=replace, name=name,
+                                                 timeout=timeout)
+        if not callable(fn):
+            raise TypeError(f"{type(self).__name__}: fn must be a callable reward function "
+                            f"fn(prompts, responses, answers, **fields), got {type(fn).__name__}.")
+        super().__init__(env, name=reward_fn_name(fn) if name is None else name, replace=replace)
+        self.fn = fn
+        self.weight = _finite(weight, f"{type(self).__name__} weight")
+        self.timeout = _check_timeout(timeout, type(self).__name__)
+
+    def term(self, info: dict[str, Any]) -> float:
+        """``weight * fn([prompt_text], [response_text], [answer], **problem_fields)[0]``."""
+        out = call_reward_fn(self.fn, [info["prompt_text"]], [info["response_text"]], [info["answer"]],
+                             timeout=self.timeout, **self._problem_fields(info))
+        return self.weight * float(out.values[0])
+
+    def _problem_fields(self, info: dict[str, Any]) -> dict[str, list]:
+        """The env's extra reward-function fields for this episode's problem (``{}`` without ``problems``)."""
+        try:
+            problems = self.env.get_wrapper_attr("problems")
+        except AttributeError:
+            return {}
+        return problem_fields([problems[info["problem_id"]]])
+
+
+class RewardModel(RewardFunction):
+    """Replace (or add to) the env's reward with a reward-model score of each finished response.
+
+    The same mechanics as :class:`RewardFunction` with reward-model defaults: ``replace=True`` and the
+    name ``"reward_model"``. ``scorer`` is any callable with the batched reward-function signature (for
+    example an outcome reward model scoring ``prompts[i] + responses[i]``); it is called on a batch of
+    one per finished response. The env's own components (``accuracy``...) stay in
+    ``info["reward_components"]`` for logging.
+
+    Args:
+        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        scorer: ``scorer(prompts, responses, answers, **problem_fields) -> N scores``.
+        weight: Finite multiplier of the score.
+        replace: Replace the env's reward (default) or add ``weight * score`` to it.
+        name: Key in ``info["reward_components"]``.
+        timeout: Seconds one call may take (``None`` = no limit).
+
+    Raises:
+        TypeError: ``scorer`` is not callable.
+        ValueError: ``weight`` not finite, or an invalid ``timeout``.
+
+    Example:
+        >>> env = RewardModel(gym.make("LLMMath-v0"), my_scorer, timeout=30.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, scorer: RewardFn, weight: float = 1.0, replace: bool = True,
+                 name: str = "reward_model", timeout: float | None = None):
+        gym.utils.RecordConstructorArgs.__init__(self, scorer=scorer, weight=weight, replace=replace, name=name,
+                                                 timeout=timeout)
+        super().__init__(env, scorer, weight=weight, replace=replace, name=name, timeout=timeout)
+
+
+class FormatReward(RewardFunction):
+    """Add ``weight`` times a format reward to each finished response.
+
+    The format reward is :func:`llm_gym.rewards.boxed_format_reward` (1.0 when the response has a complete
+    ``\\boxed{...}``), or :func:`llm_gym.rewards.regex_format_reward` (1.0 when ``re.search(pattern,
+    response, flags)`` matches) when ``pattern`` is given. Recorded as ``info["reward_components"][name]``
+    (the weighted term).
+
+    Args:
+        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        weight: Finite multiplier.
+        pattern: Optional regular expression; ``None`` = the ``\\boxed{}`` check.
+        flags: ``re`` flags for ``pattern`` (e.g. ``re.DOTALL``).
+        name: Key in ``info["reward_components"]``.
+
+    Raises:
+        ValueError: ``weight`` not finite.
+        re.error: ``pattern`` does not compile.
+
+    Example:
+        >>> env = FormatReward(gym.make("LLMMath-v0"), weight=0.1)  # doctest: +SKIP
+        >>> env = FormatReward(env, 0.1, pattern=r"^<think>.*</think>", flags=re.DOTALL)  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, weight: float = 1.0, pattern: str | None = None, flags: int = 0,
+                 name: str = "format"):
+        gym.utils.RecordConstructorArgs.__init__(self, weight=weight, pattern=pattern, flags=flags, name=name)
+        fn = boxed_format_reward if pattern is None else regex_format_reward(pattern, flags)
+        super().__init__(env, fn, weight=weight, replace=False, name=name)
+        self.pattern, self.flags = pattern, flags
+
+
+class ScaleReward(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
+    """Multiply every step's reward by ``scale`` (intermediate token rewards included).
+
+    ``info`` is unchanged: ``info["reward_components"]`` keeps the unscaled terms.
+
+    Args:
+        env: Any env (an llm-gym env, possibly wrapped).
+        scale: Finite multiplier (may be negative or 0).
+
+    Raises:
+        ValueError: ``scale`` not finite.
+
+    Example:
+        >>> env = ScaleReward(LengthPenalty(gym.make("LLMMath-v0"), coef=0.1), 2.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, scale: float):
+        gym.utils.RecordConstructorArgs.__init__(self, scale=scale)
+        gym.RewardWrapper.__init__(self, env)
+        self.scale = _finite(scale, "ScaleReward scale")
+
+    def reward(self, reward: SupportsFloat) -> float:
+        """``scale * reward``."""
+        return self.scale * float(reward)
+
+
+class ClipReward(gymnasium.wrappers.ClipReward):
+    """Clip every step's reward to ``[min_reward, max_reward]`` (intermediate token rewards included).
+
+    Gymnasium's :class:`gymnasium.wrappers.ClipReward` with scalar bounds, checked with a ``ValueError``,
+    and a Python ``float`` reward. On a token env intermediate steps pay 0.0, so a ``min_reward > 0`` (or
+    ``max_reward < 0``) changes them too. ``info`` is unchanged.
+
+    Args:
+        env: Any env (an llm-gym env, possibly wrapped).
+        min_reward: Lower bound, or ``None`` for none.
+        max_reward: Upper bound, or ``None`` for none.
+
+    Raises:
+        ValueError: Both bounds ``None``, a bound not finite, or ``min_reward > max_reward``.
+
+    Example:
+        >>> env = ClipReward(RewardModel(gym.make("LLMMath-v0"), my_scorer), -1.0, 1.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, env: gym.Env, min_reward: float | None = None, max_reward: float | None = None):
+        if min_reward is None and max_reward is None:
+            raise ValueError("ClipReward needs min_reward or max_reward (or both); got neither.")
+        low = None if min_reward is None else _finite(min_reward, "ClipReward min_reward")
+        high = None if max_reward is None else _finite(max_reward, "ClipReward max_reward")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"ClipReward: min_reward={low:g} is larger than max_reward={high:g}; swap them.")
+        super().__init__(env, low, high)
+        self.min_reward, self.max_reward = low, high
+
+    def reward(self, reward: SupportsFloat) -> float:
+        """``reward`` clipped to ``[min_reward, max_reward]``."""
+        return float(np.clip(float(reward), self.min_reward, self.max_reward))
