@@ -62,16 +62,28 @@ class GRPO(LLMAlgorithm):
         """``(N, T)`` advantages: outcome (broadcast) or process (DeepSeekMath section 4.1.3).
 
         Raises:
-            RuntimeError: ``advantage="process"`` but the rollout has no step rewards.
+            RuntimeError: ``advantage="process"`` but the env has no process reward function.
         """
         if self.advantage == "outcome":
             return broadcast_to_tokens(self._sequence_advantages(b), b.response_mask)
-        if b.step_mask is None:
-            raise RuntimeError("advantage='process' needs step rewards: build the env with process_reward_fn=... "
-                               "(e.g. llm_gym.rewards.process.arithmetic_step_reward) or wrap it in "
-                               "llm_gym.wrappers.ProcessReward.")
-        return process_group_normalized(b.token_rewards, b.step_mask, b.group_ids, b.response_mask,
+        step_mask = b.step_mask
+        if step_mask is None:  # no step scored in this rollout: the outcome at the last token is the only step
+            if not self._env_has_process_reward():
+                raise RuntimeError("advantage='process' needs step rewards: build the env with "
+                                   "process_reward_fn=... (e.g. llm_gym.rewards.arithmetic_step_reward) or wrap it "
+                                   "in llm_gym.wrappers.ProcessReward.")
+            step_mask = torch.zeros_like(b.response_mask)  # (N, T)
+            last = (b.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
+            step_mask[torch.arange(step_mask.shape[0]), last] = 1.0
+        return process_group_normalized(b.token_rewards, step_mask, b.group_ids, b.response_mask,
                                         scale=self.scale_rewards, eps=self.eps)
+
+    def _env_has_process_reward(self) -> bool:
+        """Whether the env scores steps (``process_reward_fn`` set on the llm-gym env)."""
+        try:
+            return self.env.get_attr("process_reward_fn")[0] is not None
+        except AttributeError:
+            return False
 
     def train(self) -> None:
         """Group-normalised advantages, then ``n_epochs`` of clipped-surrogate minibatch steps."""

@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top-p", type=float, default=1.0, help="Nucleus sampling threshold (1.0 = off).")
     add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
     add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
+    add("--process-reward", default="none", choices=["none", "arithmetic"],
+        help="Step rewards of the training env: 'arithmetic' checks every 'expression = value' line exactly "
+             "(info['step_rewards']); use with --advantage process.")
+    add("--advantage", default="outcome", choices=["outcome", "process"],
+        help="GRPO family: outcome (DeepSeekMath 4.1.2) or process (4.1.3) supervision.")
+    add("--reward-model", default=None,
+        help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
+             "training env's rule reward; held-out accuracy is still rule-checked.")
     add("--no-eval-before", action="store_true",
         help="Skip the evaluation before training (the base model's figure is the same for every algorithm).")
     add("--eval-n", type=int, default=200, help="Held-out problems for the before/after evaluation (0 = skip).")
@@ -101,11 +109,21 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         kwargs["max_new_tokens"] = args.max_new_tokens
     if args.format_weight:
         kwargs["format_weight"] = args.format_weight
+    train_kwargs = dict(kwargs)
+    if args.process_reward == "arithmetic":
+        from llm_gym.rewards import arithmetic_step_reward
+
+        train_kwargs["process_reward_fn"] = arithmetic_step_reward
+    if args.reward_model:
+        from llm_gym.rewards.models import RewardModelScorer
+
+        train_kwargs["reward_fn"] = RewardModelScorer(args.reward_model, device=args.device)
     if args.env in TOKEN_ENV_IDS:  # N token envs decoded as one batch; evaluate on the sequence version
-        train_env = make_group_vec_env(args.env, n_envs=args.n_prompts * args.group_size, split="train", **kwargs)
+        train_env = make_group_vec_env(args.env, n_envs=args.n_prompts * args.group_size, split="train",
+                                       **train_kwargs)
         eval_env = gym.make(args.env.replace("Token", ""), split="test", **kwargs)
     else:
-        train_env = gym.make(args.env, split="train", **kwargs)
+        train_env = gym.make(args.env, split="train", **train_kwargs)
         eval_env = gym.make(args.env, split="test", **kwargs)
     return train_env, eval_env
 
@@ -128,6 +146,8 @@ def algorithm_options(args: argparse.Namespace) -> dict:
                if getattr(args, name) is not None}
     if args.algo != "ppo":
         options["scale_rewards"] = args.scale_rewards
+        if args.advantage != "outcome":
+            options["advantage"] = args.advantage
     return options
 
 

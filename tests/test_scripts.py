@@ -110,3 +110,33 @@ def test_help_documents_every_flag(name):
     parser = load_script(name).build_parser()
     for action in parser._actions:
         assert action.help, f"{name}: {action.option_strings} has no help text"
+
+
+def test_train_help_documents_every_flag():
+    parser = load_script("train").build_parser()
+    for action in parser._actions:
+        assert action.help, f"train: {action.option_strings} has no help text"
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("algo", "extra", "steps"), [
+    ("grpo", [], 2),                                            # 2 rollouts x 1 step
+    ("gspo", ["--batch-size", "2"], 4),                         # 2 rollouts x 2 minibatches
+    ("rft", [], 2),
+    ("dapo", ["--max-sampling-rounds", "1"], None),            # steps depend on how many groups were kept
+    ("grpo", ["--process-reward", "arithmetic", "--advantage", "process"], 2),
+])
+def test_train_script_runs_each_algorithm(tiny_model_dir, tmp_path, algo, extra, steps):
+    """The main job end to end on the tiny model: results.json records the algorithm's config and counts."""
+    train = load_script("train")
+    argv = ["--algo", algo, "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+            "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "8", "--eval-n", "4",
+            "--eval-batch-size", "4", "--tensorboard-log", "", "--output-dir", str(tmp_path),
+            "--no-progress-bar", "--verbose", "0", "--run-name", "run", *extra]
+    assert train.main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["timesteps"] == 8 and results["config"]["algo"] == algo
+    assert results["before"]["accuracy"] >= 0 and results["after"]["n"] == 4
+    if steps is not None:
+        assert results["optimizer_steps"] == steps
+    assert (tmp_path / "run" / "model.zip").is_file() and (tmp_path / "run" / "hf_model").is_dir()
