@@ -99,6 +99,18 @@ def test_plot_curves_writes_png(trained_run, tmp_path, capsys):
     assert "no/such_tag" in capsys.readouterr().err
 
 
+def test_plot_curves_several_runs_side_by_side(trained_run, tmp_path, capsys):
+    plot = load_script("plot_curves")
+    run = str(trained_run["run_dir"])
+    out = tmp_path / "cmp.png"
+    assert plot.main(["--logdir", run, run, "--labels", "A", "B", "--tags", "rollout/accuracy", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.main(["--logdir", run, run, "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "A: rollout/accuracy" not in listed and listed.count("rollout/accuracy") == 2  # default labels: names
+    assert plot.main(["--logdir", run, run, "--labels", "only-one"]) == 2
+
+
 def test_plot_curves_empty_dir(tmp_path, capsys):
     plot = load_script("plot_curves")
     assert plot.main(["--logdir", str(tmp_path)]) == 1
