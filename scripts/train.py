@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top-p", type=float, default=1.0, help="Nucleus sampling threshold (1.0 = off).")
     add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
     add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
-    add("--process-reward", default="none", choices=["none", "arithmetic"],
-        help="Step rewards of the training env: 'arithmetic' checks every 'expression = value' line exactly "
-             "(info['step_rewards']); use with --advantage process.")
+    add("--process-reward", default="none", choices=["none", "arithmetic", "arithmetic-errors"],
+        help="Step rewards of the training env (info['step_rewards']; use with --advantage process): "
+             "'arithmetic' pays 1 for every correct 'expression = value' line and 0 for a wrong one, "
+             "'arithmetic-errors' pays 0 and -1 (only errors are penalised).")
     add("--advantage", default="outcome", choices=["outcome", "process"],
         help="GRPO family: outcome (DeepSeekMath 4.1.2) or process (4.1.3) supervision.")
     add("--reward-model", default=None,
@@ -110,10 +111,11 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
     if args.format_weight:
         kwargs["format_weight"] = args.format_weight
     train_kwargs = dict(kwargs)
-    if args.process_reward == "arithmetic":
-        from llm_gym.rewards import arithmetic_step_reward
+    if args.process_reward != "none":
+        from llm_gym.rewards import arithmetic_step_penalty, arithmetic_step_reward
 
-        train_kwargs["process_reward_fn"] = arithmetic_step_reward
+        train_kwargs["process_reward_fn"] = {"arithmetic": arithmetic_step_reward,
+                                             "arithmetic-errors": arithmetic_step_penalty}[args.process_reward]
     if args.reward_model:
         from llm_gym.rewards.models import RewardModelScorer
 

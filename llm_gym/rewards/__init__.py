@@ -24,6 +24,7 @@ from llm_gym.rewards.math import extract_answer, math_answer_reward
 from llm_gym.rewards.process import (
     ProcessRewardFunction,
     Step,
+    arithmetic_step_penalty,
     arithmetic_step_reward,
     call_process_reward_fn,
     check_arithmetic_step,
@@ -37,6 +38,7 @@ __all__ = [
     "RewardFunctionError",
     "RewardOutput",
     "Step",
+    "arithmetic_step_penalty",
     "arithmetic_step_reward",
     "boxed_format_reward",
     "call_process_reward_fn",

@@ -493,3 +493,21 @@ def arithmetic_step_reward(prompts: list[str], steps: list[list[str]], answers: 
     [[1.0, 0.0, None]]
     """
     return [[check_arithmetic_step(step) for step in response_steps] for response_steps in steps]
+
+
+def arithmetic_step_penalty(prompts: list[str], steps: list[list[str]], answers: list[str],
+                            **problem_fields: Any) -> list[list[float | None]]:
+    """:func:`arithmetic_step_reward` that only penalises errors: 0.0 for a correct step, -1.0 for a wrong one.
+
+    With ``+1`` per correct step, a policy can earn step reward by writing one true but useless equation
+    and stopping (our process-supervised GRPO run on arithmetic level 3 learned exactly that; see
+    docs/benchmarks.md). Here a correct chain earns nothing beyond the outcome reward, so stopping early
+    gains nothing, while a wrong step is still pinpointed and pushed down.
+
+    Returns:
+        Per response, per step: 0.0 (correct), -1.0 (wrong) or None (nothing checkable).
+
+    >>> arithmetic_step_penalty(["p"], [["3 + 4 = 7", "7 * 2 = 15", "so \\\\boxed{15}"]], ["14"])
+    [[0.0, -1.0, None]]
+    """
+    return [[None if r is None else r - 1.0 for r in row] for row in arithmetic_step_reward(prompts, steps, answers)]

@@ -257,3 +257,10 @@ def _truncating(fn):
         return fn(prompts, steps, answers, **fields)[:1]
 
     return wrapper
+
+
+def test_arithmetic_step_penalty_only_penalises_errors():
+    from llm_gym.rewards import arithmetic_step_penalty
+
+    steps = [["3 + 4 = 7", "7 * 2 = 15", "The answer is 15"], ["2 + 2 = 4"]]
+    assert arithmetic_step_penalty(["p", "p"], steps, ["14", "4"]) == [[0.0, -1.0, None], [0.0]]

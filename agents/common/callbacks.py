@@ -1,0 +1,223 @@
+"""SB3 callbacks for LLM RL: iterative RL, with a reward model retrained on the policy's own samples.
+
+DeepSeekMath (arXiv:2402.03300) section 4.1.4, "Iterative RL with GRPO" (Algorithm 1): as the policy improves,
+the old reward model may no longer supervise it well, so every few iterations new training data for the reward
+model is sampled from the current policy, the reward model is continually trained on it with a replay of 10 %
+of historical data, and the reference model is reset to the current policy.
+
+>>> scorer = RewardModelScorer("outputs/reward_model/model")                   # doctest: +SKIP
+>>> env = gym.make("LLMMath-v0", reward_fn=scorer)                              # doctest: +SKIP
+>>> model = GRPO("LLMPolicy", env)                                              # doctest: +SKIP
+>>> model.learn(320, callback=IterativeRewardModelCallback(scorer, every_n_rollouts=4))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from llm_gym.rewards import call_reward_fn, math_answer_reward
+from llm_gym.rewards.models import evaluate_reward_model, train_reward_model
+
+__all__ = ["IterativeRewardModelCallback"]
+
+#: Defaults of each retraining (continual training from the current reward model: one short pass).
+DEFAULT_TRAIN_KWARGS = {"epochs": 1, "lr": 2e-5}
+
+
+class IterativeRewardModelCallback(BaseCallback):
+    """Iterative RL: retrain the env's reward model on fresh policy samples and reset the reference model.
+
+    Every ``every_n_rollouts``-th rollout (at ``on_rollout_end``, before that rollout's ``train()``):
+
+    1. **Fresh data.** The rollout's responses (``rollout_buffer.samples``, decoded with ``model.lm``) with
+       their prompts and gold answers (the final ``info`` of each sequence) are labelled by ``label_fn``, the
+       rule verifier: label 1 when its value is above 0.5; samples it has no opinion on (None) are dropped.
+       Process reward models get one label per step (steps from
+       :func:`llm_gym.rewards.process.split_steps`).
+    2. **Accuracy.** The current reward model is scored on these samples before it sees them:
+       ``iterative/reward_model_accuracy`` measures how well it still supervises the current policy.
+    3. **Replay.** ``round(replay_fraction / (1 - replay_fraction) * n_fresh)`` samples (capped by the store)
+       are drawn without replacement from the samples of earlier retrainings, so they make up
+       ``replay_fraction`` (10 %) of the training set; then the fresh samples join the store.
+    4. **Retrain** the reward model from its current weights (:func:`train_reward_model`, continual training)
+       into ``save_dir/reward_model`` and load the new weights into ``scorer`` in place, so the env's reward
+       function (the same object) uses them from the next rollout on.
+    5. **Reset the reference model** to the current policy (``model.ref_policy.model`` gets a copy of
+       ``model.policy.model``'s weights); skipped when the algorithm has none (``beta = 0``). The buffer's
+       ``ref_log_probs`` of this rollout were computed before, with the old reference.
+
+    Nothing happens on the other rollouts.
+
+    Args:
+        scorer: the env's :class:`~llm_gym.rewards.models.RewardModelScorer` (or
+            :class:`~llm_gym.rewards.models.ProcessRewardModelScorer`), the object passed as ``reward_fn``.
+        label_fn: the rule verifier, a reward function ``(prompts, responses, answers, **fields)``; for a
+            process scorer a process reward function ``(prompts, steps, answers, **fields)``. Default:
+            :func:`~llm_gym.rewards.math_answer_reward` (outcome) or
+            :func:`~llm_gym.rewards.process.arithmetic_step_reward` (process).
+        save_dir: where the retrained reward model is written (``save_dir/reward_model``, replaced each time).
+        every_n_rollouts: retrain on every n-th rollout (``>= 1``).
+        replay_fraction: share of replayed historical samples in each training set, in ``[0, 1)``
+            (DeepSeekMath: 10 %).
+        max_replay_size: keep at most this many samples in the replay store (oldest dropped); None = all.
+        train_kwargs: extra :func:`train_reward_model` arguments (default ``epochs=1, lr=2e-5``; the batch
+            size and ``max_length`` default to the scorer's).
+        reset_reference: reset the reference model to the policy (step 5).
+        seed: seeds the replay draws (and, plus the retraining count, each retraining).
+        verbose: 1 prints a line per retraining.
+
+    Attributes:
+        n_rollouts: rollouts seen so far.
+        replay_store: ``[(example, label)]`` of every earlier retraining's fresh samples.
+        history: one dict per retraining: ``rollout``, ``n_fresh``, ``n_replay``, ``n_samples``,
+            ``reward_model_accuracy`` and the :func:`train_reward_model` metrics.
+
+    Raises:
+        ValueError: ``every_n_rollouts < 1`` or ``replay_fraction`` outside ``[0, 1)``.
+    """
+
+    def __init__(
+        self,
+        scorer,
+        label_fn: Callable | None = None,
+        save_dir: str | os.PathLike = "outputs/iterative_reward_model",
+        every_n_rollouts: int = 1,
+        replay_fraction: float = 0.1,
+        max_replay_size: int | None = None,
+        train_kwargs: dict[str, Any] | None = None,
+        reset_reference: bool = True,
+        seed: int = 0,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if every_n_rollouts < 1 or not 0.0 <= replay_fraction < 1.0:
+            raise ValueError(f"Need every_n_rollouts >= 1 and 0 <= replay_fraction < 1, got "
+                             f"{every_n_rollouts} and {replay_fraction} (DeepSeekMath replays 10 %: "
+                             f"replay_fraction=0.1).")
+        self.scorer, self.kind = scorer, getattr(scorer, "kind", "outcome")
+        self.label_fn = label_fn or _default_label_fn(self.kind)
+        self.save_dir = Path(save_dir)
+        self.every_n_rollouts, self.replay_fraction = int(every_n_rollouts), float(replay_fraction)
+        self.max_replay_size = max_replay_size
+        self.train_kwargs = {"batch_size": scorer.batch_size, "max_length": scorer.max_length,
+                             **DEFAULT_TRAIN_KWARGS, **(train_kwargs or {})}
+        self.reset_reference, self.seed = bool(reset_reference), int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.n_rollouts = 0
+        self.replay_store: list[tuple[Any, Any]] = []
+        self.history: list[dict[str, Any]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.n_rollouts += 1
+        if self.n_rollouts % self.every_n_rollouts:
+            return
+        fresh = self.fresh_samples()
+        if not fresh:  # e.g. DAPO's dynamic sampling kept no group
+            return
+        accuracy = self._current_accuracy(fresh)
+        replay = self._draw_replay(len(fresh))
+        metrics = self._retrain(fresh + replay)
+        self.replay_store.extend(fresh)
+        if self.max_replay_size is not None:
+            self.replay_store = self.replay_store[-self.max_replay_size:]
+        if self.reset_reference:
+            self._reset_reference_model()
+        record = {"rollout": self.n_rollouts, "n_fresh": len(fresh), "n_replay": len(replay),
+                  "n_samples": len(fresh) + len(replay), "reward_model_accuracy": accuracy, **metrics}
+        self.history.append(record)
+        self.logger.record("iterative/reward_model_accuracy", accuracy)
+        self.logger.record("iterative/n_samples", record["n_samples"])
+        self.logger.record("iterative/n_replay", record["n_replay"])
+        self.logger.record("iterative/reward_model_loss", metrics["train_loss"])
+        if self.verbose:
+            print(f"Iterative RL (rollout {self.n_rollouts}): reward model accuracy {accuracy:.3f} on "
+                  f"{len(fresh)} fresh samples, retrained on {record['n_samples']} ({len(replay)} replayed)")
+
+    # ------------------------------------------------------------------ steps
+    def fresh_samples(self) -> list[tuple[Any, Any]]:
+        """The current rollout as labelled samples ``[((prompt, response_or_steps), label)]``.
+
+        Raises:
+            RuntimeError: the rollout's infos do not line up with the buffer's rows.
+        """
+        buffer = self.locals.get("rollout_buffer", self.model.rollout_buffer)
+        rollout = self.locals.get("rollout")
+        samples = buffer.samples
+        if samples is None:
+            return []
+        infos = getattr(rollout, "infos", None)
+        if infos is None or len(infos) != samples.n_sequences:
+            raise RuntimeError("IterativeRewardModelCallback needs each sequence's final info (prompt_text, "
+                               "answer) aligned with the rollout buffer; use it with an LLMAlgorithm's "
+                               "learn().")
+        prompts, answers = [i["prompt_text"] for i in infos], [i["answer"] for i in infos]
+        ids, mask = samples.response_ids.cpu(), samples.response_mask.cpu()
+        if self.kind == "process":
+            return self._process_samples(prompts, ids, mask, answers)
+        responses = self.model.lm.decode(ids, mask)
+        out = call_reward_fn(self.label_fn, prompts, responses, answers)
+        rows = zip(prompts, responses, out.values, out.has_opinion, strict=True)
+        return [((p, r), int(v > 0.5)) for p, r, v, has in rows if has]
+
+    def _process_samples(self, prompts: list[str], ids: torch.Tensor, mask: torch.Tensor, answers: list[str]
+                         ) -> list[tuple[Any, Any]]:
+        """``[((prompt, steps), per-step labels)]``; responses without steps or any label are dropped."""
+        from llm_gym.rewards.process import call_process_reward_fn, split_steps
+
+        steps = [[s.text for s in split_steps(row[m.bool()].tolist(), self.model.lm.tokenizer)]
+                 for row, m in zip(ids, mask, strict=True)]
+        values = call_process_reward_fn(self.label_fn, prompts, steps, answers)
+        labels = [[None if v is None else int(v > 0.5) for v in row] for row in values]
+        return [((p, s), y) for p, s, y in zip(prompts, steps, labels, strict=True)
+                if any(v is not None for v in y)]
+
+    def _current_accuracy(self, fresh: list[tuple[Any, Any]]) -> float:
+        """Accuracy of the reward model before retraining, on samples it has not seen (per step for a PRM)."""
+        metrics = evaluate_reward_model(self.scorer, [x for x, _ in fresh], [y for _, y in fresh])
+        return float(metrics["eval_accuracy"])
+
+    def _draw_replay(self, n_fresh: int) -> list[tuple[Any, Any]]:
+        """Earlier samples making up ``replay_fraction`` of the training set (fewer if the store is small)."""
+        wanted = round(self.replay_fraction / (1.0 - self.replay_fraction) * n_fresh)
+        n = min(wanted, len(self.replay_store))
+        rows = self.rng.choice(len(self.replay_store), size=n, replace=False) if n else []
+        return [self.replay_store[i] for i in rows]
+
+    def _retrain(self, data: list[tuple[Any, Any]]) -> dict[str, Any]:
+        """Continue training the scorer's model on ``data`` and load the result into the scorer in place."""
+        backbone = self.scorer.name_or_path
+        if backbone is None:  # a scorer built from an in-memory model: save it to start from its weights
+            backbone = self.scorer.save(self.save_dir / "initial_reward_model")
+        kwargs = {"seed": self.seed + len(self.history), "device": str(self.scorer.device),
+                  **self.train_kwargs}
+        target = self.save_dir / "reward_model"
+        metrics = train_reward_model([x for x, _ in data], [y for _, y in data], backbone=backbone,
+                                     output_dir=target, kind=self.kind, **kwargs)
+        self.scorer.load(target)
+        return metrics
+
+    def _reset_reference_model(self) -> None:
+        """Copy the policy's weights into the frozen reference model (no-op without one: ``beta = 0``)."""
+        ref = getattr(self.model, "ref_policy", None)
+        if ref is None:
+            return
+        with torch.no_grad():
+            ref.model.load_state_dict(self.model.policy.model.state_dict())
+
+
+def _default_label_fn(kind: str) -> Callable:
+    if kind == "process":
+        from llm_gym.rewards.process import arithmetic_step_reward
+
+        return arithmetic_step_reward
+    return math_answer_reward
