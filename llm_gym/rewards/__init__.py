@@ -21,6 +21,7 @@ from llm_gym.rewards.base import (
 from llm_gym.rewards.format import boxed_format_reward, regex_format_reward
 from llm_gym.rewards.length import length_penalty, overlong_penalty
 from llm_gym.rewards.math import extract_answer, math_answer_reward
+from llm_gym.rewards.models import ProcessRewardModelScorer, RewardModelScorer, train_reward_model
 from llm_gym.rewards.process import (
     ProcessRewardFunction,
     Step,
@@ -34,8 +35,10 @@ from llm_gym.rewards.process import (
 __all__ = [
     "CombinedReward",
     "ProcessRewardFunction",
+    "ProcessRewardModelScorer",
     "RewardFunction",
     "RewardFunctionError",
+    "RewardModelScorer",
     "RewardOutput",
     "Step",
     "arithmetic_step_penalty",
@@ -51,4 +54,5 @@ __all__ = [
     "regex_format_reward",
     "reward_fn_name",
     "split_steps",
+    "train_reward_model",
 ]
