@@ -117,17 +117,11 @@ def test_plot_curves_empty_dir(tmp_path, capsys):
     assert "no TensorBoard event files" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["benchmark", "evaluate", "plot_curves"])
+@pytest.mark.parametrize("name", ["benchmark", "evaluate", "plot_curves", "train"])
 def test_help_documents_every_flag(name):
     parser = load_script(name).build_parser()
     for action in parser._actions:
         assert action.help, f"{name}: {action.option_strings} has no help text"
-
-
-def test_train_help_documents_every_flag():
-    parser = load_script("train").build_parser()
-    for action in parser._actions:
-        assert action.help, f"train: {action.option_strings} has no help text"
 
 
 @pytest.mark.usefixtures("one_thread")

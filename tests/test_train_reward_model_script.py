@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from test_scripts import load_script  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 from llm_gym.rewards.models import (
     ProcessRewardModelScorer,
@@ -19,16 +17,6 @@ from llm_gym.rewards.models import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package), as tests/test_scripts.py does."""
-    spec = importlib.util.spec_from_file_location(f"llm_gym_script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -303,22 +303,32 @@ def call_reward_fn(
         )
     timeout = _check_timeout(timeout, "call_reward_fn")
     name = reward_fn_name(fn)
-    args = (list(prompts), list(responses), list(answers))
+    raw = invoke_reward_fn(fn, (list(prompts), list(responses), list(answers)), problem_fields, timeout, name)
+    items = _reward_items(raw, name, n)
+    return _validated_output(items, name, n)
+
+
+def invoke_reward_fn(fn: Any, args: tuple, problem_fields: dict[str, Any], timeout: float | None, name: str,
+                     kind: str = "Reward function", unit: str = "samples") -> Any:
+    """Call ``fn(*args, **problem_fields)`` (in a worker thread when ``timeout`` is set) and return its raw output.
+
+    Shared by :func:`call_reward_fn` and :func:`~llm_gym.rewards.process.call_process_reward_fn`.
+
+    Raises:
+        RewardFunctionError: ``fn`` raised (chained) or ran longer than ``timeout`` seconds; the message names
+            it (``kind`` and ``name``) and says how to fix it.
+    """
     try:
         if timeout is None:
-            raw = fn(*args, **problem_fields)
-        else:
-            raw = _call_in_thread(fn, args, problem_fields, timeout, name)
+            return fn(*args, **problem_fields)
+        return _call_in_thread(fn, args, problem_fields, timeout, name)
     except _RewardTimeout:
         raise RewardFunctionError(_timeout_message(name, timeout)) from None
     except Exception as exc:  # noqa: BLE001 - re-raised with context
         raise RewardFunctionError(
-            f"Reward function {name!r} raised {type(exc).__name__}: {exc}. Fix the function so it does "
-            f"not raise on this batch (return None for samples it cannot score)."
+            f"{kind} {name!r} raised {type(exc).__name__}: {exc}. Fix the function so it does not raise on "
+            f"this batch (return None for {unit} it cannot score)."
         ) from exc
-
-    items = _reward_items(raw, name, n)
-    return _validated_output(items, name, n)
 
 
 class CombinedReward:

@@ -28,14 +28,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from llm_gym.rewards.base import (
-    RewardFunctionError,
-    _call_in_thread,
-    _check_timeout,
-    _RewardTimeout,
-    _timeout_message,
-    reward_fn_name,
-)
+from llm_gym.rewards.base import RewardFunctionError, _check_timeout, invoke_reward_fn, reward_fn_name
 
 __all__ = [
     "MAX_EXPRESSION_CHARS",
@@ -312,18 +305,7 @@ def call_process_reward_fn(
     name = reward_fn_name(fn)
     step_lists = [list(s) for s in steps]
     args = (list(prompts), [list(s) for s in step_lists], list(answers))
-    try:
-        if timeout is None:
-            raw = fn(*args, **problem_fields)
-        else:
-            raw = _call_in_thread(fn, args, problem_fields, timeout, name)
-    except _RewardTimeout:
-        raise RewardFunctionError(_timeout_message(name, timeout)) from None
-    except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise RewardFunctionError(
-            f"Process reward function {name!r} raised {type(exc).__name__}: {exc}. Fix the function so it "
-            f"does not raise on this batch (return None for steps it cannot score)."
-        ) from exc
+    raw = invoke_reward_fn(fn, args, problem_fields, timeout, name, kind="Process reward function", unit="steps")
     return _validated_steps(raw, name, step_lists)
 
 
