@@ -154,6 +154,8 @@ def test_outcome_scorer_is_the_probability_of_label_one(outcome_model):
     np.testing.assert_allclose(scores, torch.softmax(logits, -1)[:, 1].numpy(), atol=1e-6)
     big = RewardModelScorer(folder, device="cpu", batch_size=16)  # micro-batching does not change scores
     np.testing.assert_allclose(scores, big(prompts, responses, [""] * len(PAIRS)), atol=1e-6)
+    one = RewardModelScorer(folder, device="cpu", batch_size=1)  # batched equals unbatched (padding is masked)
+    np.testing.assert_allclose(scores, [one([p], [r], [""])[0] for p, r in PAIRS], atol=1e-6)
     out = call_reward_fn(scorer, prompts, responses, [""] * len(PAIRS))  # a valid reward function
     assert out.values.shape == (len(PAIRS),) and out.has_opinion.all()
     assert all(not p.requires_grad or p.grad is None for p in scorer.model.parameters())
