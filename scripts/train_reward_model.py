@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default="auto", help="auto (CUDA if present), cpu or cuda.")
     add("--output-dir", default="outputs/reward_model", help="Folder of model/, results.json and samples.")
     add("--no-progress-bar", action="store_true", help="Hide the progress bars.")
+    add("--samples-from", default=None,
+        help="Reuse train_samples.jsonl / eval_samples.jsonl of an earlier run's output folder (no sampling), "
+             "e.g. to retrain with --balance-classes.")
     return p
 
 
@@ -151,9 +154,31 @@ def write_samples(path: Path, examples: list, labels: list, kind: str) -> None:
             f.write(json.dumps({"prompt": prompt, key: body, label_key: label}) + "\n")
 
 
+def read_samples(path: Path, kind: str) -> tuple[list, list]:
+    """Examples and labels from a ``write_samples`` file (the inverse of :func:`write_samples`).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing (names the flag that needs it).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --samples-from needs a folder written by an earlier run")
+    key, label_key = ("response", "label") if kind == "outcome" else ("steps", "labels")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["prompt"], r[key]) for r in rows], [r[label_key] for r in rows]
+
+
 def resolve_backbone_arg(backbone: str, env: gym.Env) -> str:
     """``policy`` means the sampled policy's own folder; other values go to ``train_reward_model``."""
     return env.unwrapped.lm.name_or_path if backbone == "policy" else backbone
+
+
+def label_samples(args: argparse.Namespace, env: gym.Env, train_samples: list, test_samples: list,
+                  step_label_fn: StepLabelFn | None) -> tuple[tuple[list, list], tuple[list, list]]:
+    """``((train_x, train_y), (test_x, test_y))`` labelled by the rule verifier (outcome or per step)."""
+    if args.kind == "outcome":
+        return outcome_examples(train_samples), outcome_examples(test_samples)
+    fn, tokenizer = step_label_fn or default_step_label_fn(), env.unwrapped.lm.tokenizer
+    return process_examples(train_samples, tokenizer, fn), process_examples(test_samples, tokenizer, fn)
 
 
 def main(argv: list[str] | None = None, step_label_fn: StepLabelFn | None = None) -> int:
@@ -167,15 +192,17 @@ def main(argv: list[str] | None = None, step_label_fn: StepLabelFn | None = None
     out = Path(args.output_dir)
     train_env, test_env = make_env(args, "train"), make_env(args, "test")
     start = time.perf_counter()
-    train_samples = sample_responses(train_env, args.n_train, args, args.seed)
-    test_samples = sample_responses(test_env, args.n_test, args, args.seed + 1)
-    gen_seconds = time.perf_counter() - start
-    if args.kind == "outcome":
-        (train_x, train_y), (test_x, test_y) = outcome_examples(train_samples), outcome_examples(test_samples)
+    if args.samples_from:  # reuse the labelled samples of an earlier run: no generation
+        source = Path(args.samples_from)
+        (train_x, train_y) = read_samples(source / "train_samples.jsonl", args.kind)
+        (test_x, test_y) = read_samples(source / "eval_samples.jsonl", args.kind)
+        train_samples = test_samples = None
     else:
-        fn, tokenizer = step_label_fn or default_step_label_fn(), train_env.unwrapped.lm.tokenizer
-        (train_x, train_y) = process_examples(train_samples, tokenizer, fn)
-        (test_x, test_y) = process_examples(test_samples, tokenizer, fn)
+        train_samples = sample_responses(train_env, args.n_train, args, args.seed)
+        test_samples = sample_responses(test_env, args.n_test, args, args.seed + 1)
+        (train_x, train_y), (test_x, test_y) = label_samples(args, train_env, train_samples, test_samples,
+                                                             step_label_fn)
+    gen_seconds = time.perf_counter() - start
     metrics = train_reward_model(
         train_x, train_y, backbone=resolve_backbone_arg(args.backbone, train_env), output_dir=out / "model",
         kind=args.kind, epochs=args.epochs, lr=args.learning_rate, batch_size=args.batch_size, seed=args.seed,
@@ -189,8 +216,10 @@ def main(argv: list[str] | None = None, step_label_fn: StepLabelFn | None = None
         "config": vars(args), "kind": args.kind, "policy": train_env.unwrapped.lm.name_or_path,
         "backbone": metrics["backbone"], "backbone_is_minilm": args.backbone in MINILM_ALIASES,
         "n_train": len(train_x), "n_test": len(test_x),
-        "policy_accuracy_train": float(np.mean([s["accuracy"] for s in train_samples])),
-        "policy_accuracy_test": float(np.mean([s["accuracy"] for s in test_samples])),
+        "policy_accuracy_train": None if train_samples is None else float(np.mean([s["accuracy"] for s in
+                                                                                   train_samples])),
+        "policy_accuracy_test": None if test_samples is None else float(np.mean([s["accuracy"] for s in
+                                                                                 test_samples])),
         "eval_accuracy": metrics["eval_accuracy"],
         "eval_balanced_accuracy": metrics["eval_balanced_accuracy"],
         "eval_base_rate": base_rate, "majority_accuracy": max(base_rate, 1 - base_rate),

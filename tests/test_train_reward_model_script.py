@@ -63,6 +63,20 @@ def test_outcome_run_saves_a_loadable_model_and_honest_figures(tiny_model_dir, b
     assert not any(r["prompt"] in test_prompts for r in read_jsonl(out / "train_samples.jsonl"))
 
 
+def test_samples_from_reuses_the_labelled_samples(tiny_model_dir, bert_backbone, tmp_path):
+    script = load_script("train_reward_model")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert script.main(common_args(tiny_model_dir, bert_backbone, first)) == 0
+    args = [*common_args(tiny_model_dir, bert_backbone, second), "--samples-from", str(first), "--balance-classes"]
+    assert script.main(args) == 0
+    for name in ("train_samples.jsonl", "eval_samples.jsonl"):  # the same samples, not new ones
+        assert read_jsonl(second / name) == read_jsonl(first / name)
+    results = json.loads((second / "results.json").read_text())
+    assert results["policy_accuracy_train"] is None and results["training"]["balance_classes"] is True
+    with pytest.raises(FileNotFoundError, match="samples-from"):
+        script.main([*common_args(tiny_model_dir, bert_backbone, tmp_path / "x"), "--samples-from", str(tmp_path)])
+
+
 def test_process_run_with_a_stub_step_labeller(tiny_model_dir, bert_backbone, tmp_path):
     def stub_labels(prompts, steps, answers, **fields):
         """1 for steps of even length, 0 for odd, no label for every second step."""
