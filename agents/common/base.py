@@ -555,4 +555,8 @@ def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict
         for name, value in info.get("reward_components", {}).items():
             components[name].append(value)
     stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
+    if any(info.get("step_rewards") for info in infos):  # process supervision
+        steps = [[r for _, r in info.get("step_rewards", ())] for info in infos]
+        stats["rollout/step_reward_sum"] = float(np.mean([sum(s) for s in steps]))
+        stats["rollout/scored_steps"] = float(np.mean([len(s) for s in steps]))
     return stats

@@ -149,3 +149,16 @@ def test_grpo_process_without_step_rewards_names_the_option(make_env) -> None:
         model.learn(2)
     with pytest.raises(ValueError, match="advantage"):
         GRPO("LLMPolicy", make_env(), advantage="steps", device="cpu")
+
+
+def test_rollout_metrics_report_step_rewards() -> None:
+    import numpy as np
+
+    from agents.common.base import rollout_metrics
+
+    infos = [{"step_rewards": [(1, 1.0), (3, 0.0)], "accuracy": 1.0}, {"step_rewards": [], "accuracy": 0.0},
+             {"step_rewards": [(0, -1.0)], "accuracy": 0.0}]
+    stats = rollout_metrics(np.array([1.0, 0.0, 0.0]), np.array([0, 0, 0]), infos, torch.ones(3, 4), 1.0)
+    assert stats["rollout/step_reward_sum"] == pytest.approx((1.0 + 0.0 - 1.0) / 3)
+    assert stats["rollout/scored_steps"] == pytest.approx(1.0)
+    assert "rollout/step_reward_sum" not in rollout_metrics(np.zeros(1), np.zeros(1), [{}], torch.ones(1, 4), 1.0)
