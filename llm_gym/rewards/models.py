@@ -612,6 +612,16 @@ def evaluate_reward_model(scorer: _ClassifierScorer, texts_or_pairs: Sequence, l
     return {f"eval_{k}": v for k, v in binary_metrics(scores, flat, scorer.threshold).items()}
 
 
+def _new_scorer(folder: Path, kind: str, seed: int, device: str, batch_size: int, max_length: int):
+    """A scorer around ``folder`` with a (new or saved) 2-label head; ``max_length`` capped at the model's."""
+    tokenizer = _load_tokenizer(folder, need_offsets=kind == "process")
+    torch.manual_seed(seed)  # the new head's initialisation
+    model = _load_head_model(folder, kind, tokenizer, num_labels=2)
+    scorer_cls = RewardModelScorer if kind == "outcome" else ProcessRewardModelScorer
+    max_length = min(max_length, getattr(model.config, "max_position_embeddings", None) or max_length)
+    return scorer_cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+
+
 def train_reward_model(
     texts_or_pairs: Sequence,
     labels: Sequence,
@@ -675,12 +685,8 @@ def train_reward_model(
         raise ValueError("train_reward_model: every step label is None; there is nothing to learn from.")
     start = time.perf_counter()
     folder = resolve_backbone(backbone)
-    tokenizer = _load_tokenizer(folder, need_offsets=kind == "process")
-    torch.manual_seed(seed)  # the new head's initialisation
-    model = _load_head_model(folder, kind, tokenizer, num_labels=2)
-    scorer_cls = RewardModelScorer if kind == "outcome" else ProcessRewardModelScorer
-    max_length = min(max_length, getattr(model.config, "max_position_embeddings", None) or max_length)
-    scorer = scorer_cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+    scorer = _new_scorer(folder, kind, seed, device, batch_size, max_length)
+    tokenizer, max_length = scorer.tokenizer, scorer.max_length
     losses = _fit(scorer, examples, ys, epochs, lr, batch_size, seed, balance_classes, progress_bar)
     flat = _flat_labels(ys, kind)
     metrics: dict[str, Any] = {
