@@ -161,25 +161,39 @@ def _validated_output(items: list[Any], name: str, n: int) -> RewardOutput:
     values = np.zeros(n, dtype=np.float64)
     has_opinion = np.ones(n, dtype=bool)
     for i, item in enumerate(items):
-        if item is None:
+        value = validated_value(item, f"Reward function {name!r}", f"at index {i}")
+        if value is None:
             has_opinion[i] = False
-            continue
-        if isinstance(item, (bool, np.bool_)):
-            values[i] = float(item)
-            continue
-        if not isinstance(item, numbers.Real):
-            raise RewardFunctionError(
-                f"Reward function {name!r} returned {item!r} (type {type(item).__name__}) at index {i}; "
-                f"every element must be a real number (int/float/bool) or None."
-            )
-        value = float(item)
-        if not math.isfinite(value):
-            raise RewardFunctionError(
-                f"Reward function {name!r} returned a non-finite value {value!r} at index {i}; rewards "
-                f"must be finite. Return None for 'no opinion' instead of NaN, and clip infinities."
-            )
-        values[i] = value
+        else:
+            values[i] = value
     return RewardOutput(values=values, has_opinion=has_opinion)
+
+
+def validated_value(item: Any, who: str, where: str) -> float | None:
+    """One reward value as a float (``bool`` -> 0/1), or None for "no opinion".
+
+    Shared by outcome and process rewards; ``who`` (e.g. ``"Reward function 'f'"``) and ``where`` (e.g.
+    ``"at index 3"``) make the message name the function and the place.
+
+    Raises:
+        RewardFunctionError: ``item`` is not a real number or None, or is NaN/inf.
+    """
+    if item is None:
+        return None
+    if isinstance(item, (bool, np.bool_)):
+        return float(item)
+    if not isinstance(item, numbers.Real):
+        raise RewardFunctionError(
+            f"{who} returned {item!r} (type {type(item).__name__}) {where}; every value must be a real "
+            f"number (int/float/bool) or None."
+        )
+    value = float(item)
+    if not math.isfinite(value):
+        raise RewardFunctionError(
+            f"{who} returned a non-finite value {value!r} {where}; rewards must be finite. Return None for "
+            f"'no opinion' instead of NaN, and clip infinities."
+        )
+    return value
 
 
 class _RewardTimeout(Exception):

@@ -18,8 +18,6 @@ checker for arithmetic: every ``expression = value`` of a step is verified exact
 from __future__ import annotations
 
 import ast
-import math
-import numbers
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -28,7 +26,13 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from llm_gym.rewards.base import RewardFunctionError, _check_timeout, invoke_reward_fn, reward_fn_name
+from llm_gym.rewards.base import (
+    RewardFunctionError,
+    _check_timeout,
+    invoke_reward_fn,
+    reward_fn_name,
+    validated_value,
+)
 
 __all__ = [
     "MAX_EXPRESSION_CHARS",
@@ -221,26 +225,6 @@ def _sequence_items(raw: Any) -> list[Any] | None:
     return None
 
 
-def _step_value(item: Any, name: str, i: int, k: int) -> float | None:
-    """One validated step value (``bool`` -> 0/1, ``None`` kept)."""
-    if item is None:
-        return None
-    if isinstance(item, (bool, np.bool_)):
-        return float(item)
-    if not isinstance(item, numbers.Real):
-        raise RewardFunctionError(
-            f"Process reward function {name!r} returned {item!r} (type {type(item).__name__}) for step {k} of "
-            f"response {i}; every value must be a real number (int/float/bool) or None."
-        )
-    value = float(item)
-    if not math.isfinite(value):
-        raise RewardFunctionError(
-            f"Process reward function {name!r} returned a non-finite value {value!r} for step {k} of response "
-            f"{i}; step rewards must be finite. Return None for 'no opinion' instead of NaN, and clip infinities."
-        )
-    return value
-
-
 def _validated_steps(raw: Any, name: str, steps: list[list[str]]) -> list[list[float | None]]:
     """Check ``raw`` holds one list per response with one finite value or None per step."""
     outer = _sequence_items(raw)
@@ -259,7 +243,8 @@ def _validated_steps(raw: Any, name: str, steps: list[list[str]]) -> list[list[f
                 f"Process reward function {name!r} returned {got} for response {i}, which has "
                 f"{len(response_steps)} steps; return one value per step (None for 'no opinion')."
             )
-        result.append([_step_value(item, name, i, k) for k, item in enumerate(inner)])
+        result.append([validated_value(item, f"Process reward function {name!r}", f"for step {k} of response {i}")
+                       for k, item in enumerate(inner)])
     return result
 
 
