@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.common.config import AlgorithmConfig
 from agents.grpo import GRPO
 
 
@@ -23,18 +24,16 @@ class GSPO(GRPO):
     loss, eq. 5). ``importance_sampling_level="sequence-token"`` is GSPO-token (eq. 13-14): the same ratio
     value per token but per-token gradients, for per-token advantages (with sequence advantages it has the
     same gradient as GSPO). The GSPO paper splits each rollout into 4 minibatches (``batch_size = N / 4``);
-    with ``n_epochs=1`` and ``batch_size=None`` no token is ever clipped. Every other argument is documented
-    on :class:`~agents.common.base.LLMAlgorithm`.
+    with ``n_epochs=1`` and ``batch_size=None`` no token is ever clipped.
 
     Raises:
         ValueError: ``importance_sampling_level`` is not ``"sequence"`` or ``"sequence-token"``.
     """
 
-    def __init__(self, policy, env, *args, clip_range: float = 3e-4, clip_range_high: float | None = 4e-4,
-                 beta: float = 0.0, importance_sampling_level: str = "sequence", **kwargs):
-        if importance_sampling_level not in ("sequence", "sequence-token"):
+    preset = {"clip_range": 3e-4, "clip_range_high": 4e-4, "beta": 0.0,  # noqa: RUF012
+              "importance_sampling_level": "sequence"}
+
+    def _check_preset(self, config: AlgorithmConfig) -> None:
+        if config.importance_sampling_level not in ("sequence", "sequence-token"):
             raise ValueError(f"GSPO's importance_sampling_level must be 'sequence' or 'sequence-token', got "
-                             f"{importance_sampling_level!r} (token-level ratios are GRPO)")
-        self.importance_sampling_level = importance_sampling_level
-        super().__init__(policy, env, *args, clip_range=clip_range, clip_range_high=clip_range_high, beta=beta,
-                         **kwargs)
+                             f"{config.importance_sampling_level!r} (token-level ratios are GRPO)")

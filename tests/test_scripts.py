@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agents import ALGORITHMS
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -131,6 +133,11 @@ def test_help_documents_every_flag(name):
     ("rft", [], 2),
     ("dapo", ["--max-sampling-rounds", "1"], None),            # steps depend on how many groups were kept
     ("grpo", ["--process-reward", "arithmetic", "--advantage", "process"], 2),
+    ("rloo", [], 2),
+    ("reinforce_pp", ["--batch-size", "2"], 4),
+    ("reinforce_pp_baseline", [], 2),
+    ("cispo", ["--batch-size", "2"], 4),
+    ("drgrpo", [], 2),
 ])
 def test_train_script_runs_each_algorithm(tiny_model_dir, tmp_path, algo, extra, steps):
     """The main job end to end on the tiny model: results.json records the algorithm's config and counts."""
@@ -142,7 +149,8 @@ def test_train_script_runs_each_algorithm(tiny_model_dir, tmp_path, algo, extra,
     assert train.main(argv) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["timesteps"] == 8 and results["config"]["algo"] == algo
-    assert results["before"]["accuracy"] >= 0 and results["after"]["n"] == 4
+    assert results["after"]["n"] == 4 and results["before"]["accuracy"] * 4 in (0, 1, 2, 3, 4)  # k of 4 right
+    assert results["algorithm"] == ALGORITHMS[algo].__name__
     if steps is not None:
         assert results["optimizer_steps"] == steps
     assert (tmp_path / "run" / "model.zip").is_file() and (tmp_path / "run" / "hf_model").is_dir()

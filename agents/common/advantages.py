@@ -1,15 +1,14 @@
-"""Advantage estimators for RL on language models.
+"""Advantage estimators with group baselines, for RL on language models.
 
-Two families are provided:
+* **Outcome supervision** (GRPO, DeepSeekMath arXiv:2402.03300 section 4.1.2): one scalar reward per
+  response, normalised within the group of responses sampled for the same prompt
+  (:func:`group_normalized`), then broadcast to every response token (:func:`broadcast_to_tokens`).
+  RLOO's leave-one-out baseline (:func:`leave_one_out`, arXiv:2402.14740) is the same idea with the
+  response itself left out of its baseline.
+* **Process supervision** (DeepSeekMath 4.1.3): step rewards normalised over the group's steps
+  (:func:`process_group_normalized`); :func:`informative_groups` is DAPO's group filter.
 
-* **Outcome supervision with group baselines** (GRPO, DeepSeekMath arXiv:2402.03300 section 4.1.2):
-  one scalar reward per response, normalised within the group of responses sampled for the same
-  prompt (:func:`group_normalized`), then broadcast to every response token
-  (:func:`broadcast_to_tokens`).
-* **Generalized Advantage Estimation** (GAE, arXiv:1506.02438 eq. 16) with a learned value function,
-  per token (:func:`gae`), as used by PPO for language models, on the KL-penalised per-token reward of
-  :func:`kl_penalty_rewards`, optionally whitened (:func:`masked_whiten`).
-
+Token-level returns (GAE, REINFORCE++, the KL-penalty rewards) are in :mod:`agents.common.returns`.
 Notation: ``N`` sequences (responses), ``T`` padded response tokens, ``G`` group size.
 ``response_mask`` of shape ``(N, T)`` is 1.0/True on real response tokens and 0/False on padding.
 All functions are pure torch functions; they work on any device and preserve the floating dtype of
@@ -22,11 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.common.losses import KL_ESTIMATORS, kl_divergence
-
 __all__ = [
-    "GROUP_SCALES", "broadcast_to_tokens", "gae", "group_normalized", "informative_groups", "kl_penalty_rewards",
-    "masked_whiten", "process_group_normalized",
+    "GROUP_SCALES", "broadcast_to_tokens", "group_normalized", "informative_groups", "leave_one_out",
+    "process_group_normalized",
 ]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
@@ -53,6 +50,11 @@ def _check_group_inputs(rewards: Tensor, group_ids: Tensor, scale: str, eps: flo
         raise ValueError(f"scale must be one of {list(GROUP_SCALES)}, got {scale!r}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    _check_rewards_and_groups(rewards, group_ids)
+
+
+def _check_rewards_and_groups(rewards: Tensor, group_ids: Tensor) -> None:
+    """``rewards`` is ``(N,)`` and ``group_ids`` an integer ``(N,)`` tensor, else ``ValueError`` naming it."""
     if rewards.dim() != 1:
         raise ValueError(f"rewards has shape {_shape(rewards)}, expected (N,) (1-D)")
     _check_shape("group_ids", group_ids, _shape(rewards), "same as rewards: (N,)")
@@ -162,6 +164,49 @@ def group_normalized(
     denominator = std + eps  # (N,)
     safe = denominator > 0  # a constant group with eps = 0 has 0 / 0: its advantage is 0, not NaN
     return torch.where(safe, centred / torch.where(safe, denominator, 1.0), torch.zeros_like(centred))  # (N,)
+
+
+def leave_one_out(rewards: Tensor, group_ids: Tensor) -> Tensor:
+    r"""RLOO advantages: each reward minus the mean reward of the *other* responses of its group.
+
+    The REINFORCE Leave-One-Out estimator (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for
+    free!"; used for RLHF by Ahmadian et al., arXiv:2402.14740, "RLOO"): for the ``G`` responses
+    ``o_1 .. o_G`` sampled for one prompt,
+
+    .. math::
+        \hat A_i = r_i - \frac{1}{G - 1}\sum_{j \ne i} r_j = \frac{G}{G - 1}\big(r_i - \mathrm{mean}(r)\big),
+
+    an unbiased baseline since ``r_j`` (``j != i``) does not depend on ``o_i``. It is
+    :func:`group_normalized` with ``scale="none"`` times ``G / (G - 1)``, not divided by any std. Groups of
+    size 1 (no other response) and groups whose rewards are all equal get exactly 0. Groups need not be
+    contiguous, sorted, or of equal size (``G`` is each group's own size).
+
+    Args:
+        rewards: Scalar reward of each response, shape ``(N,)``, in reward units (a KL penalty, if any, is
+            already subtracted). Integer/bool rewards are converted to the default float dtype.
+        group_ids: Integer group (prompt) id of each response, shape ``(N,)``.
+
+    Returns:
+        Advantages, shape ``(N,)``, same dtype and device as ``rewards`` (float), in reward units; detached.
+
+    Raises:
+        ValueError: If ``rewards`` is not 1-D, or ``group_ids`` does not have its shape or is not an integer
+            tensor.
+
+    Example:
+        Group 0 has rewards ``[1, 0, 0.5]``: ``1 - (0 + 0.5) / 2 = 0.75``, ``0 - 0.75 = -0.75``,
+        ``0.5 - 0.5 = 0``. Group 1 has a single response: 0.
+
+        >>> leave_one_out(torch.tensor([1.0, 0.0, 0.5, 3.0]), torch.tensor([0, 0, 0, 1]))
+        tensor([ 0.7500, -0.7500,  0.0000,  0.0000])
+    """
+    _check_rewards_and_groups(rewards, group_ids)
+    rewards = _as_float(rewards).detach()  # (N,)
+    if rewards.shape[0] == 0:
+        return rewards.clone()  # (0,)
+    centred, inverse, counts, _ = _group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
+    size = counts[inverse]  # (N,) G of each response's group
+    return centred * size / (size - 1).clamp(min=1)  # (N,) size-1 groups: centred is already 0
 
 
 def process_group_normalized(
@@ -283,179 +328,3 @@ def broadcast_to_tokens(advantages: Tensor, response_mask: Tensor) -> Tensor:
     mask = response_mask.to(device=advantages.device) != 0  # (N, T) bool
     per_token = advantages.unsqueeze(1).expand(mask.shape)  # (N, T)
     return torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)
-
-
-def gae(
-    token_rewards: Tensor,
-    values: Tensor,
-    response_mask: Tensor,
-    gamma: float = 1.0,
-    gae_lambda: float = 0.95,
-) -> tuple[Tensor, Tensor]:
-    r"""Generalized Advantage Estimation over response tokens.
-
-    GAE (Schulman et al., arXiv:1506.02438 eq. 16), computed by the backward recursion
-
-    .. math::
-        \delta_t = r_t + \gamma V_{t+1} - V_t, \qquad
-        \hat A_t = \delta_t + \gamma \lambda \hat A_{t+1}, \qquad
-        R_t = \hat A_t + V_t,
-
-    where ``t`` runs over the real tokens of one sequence. Each sequence is one episode that ends at
-    its last real token: the value after it is 0 and ``A_hat`` after it is 0, so sequences may end
-    before ``T``. Padding positions (mask 0) get advantage 0 and return 0 and are *skipped* by the
-    recursion (their reward and value are ignored; a masked position inside a sequence is bridged,
-    the next real token is used as ``t + 1``, as in verl). The loop runs backwards over ``T`` and is
-    vectorised over ``N``.
-
-    No gradient flows through the result: inputs are detached (advantages and returns are targets).
-
-    Args:
-        token_rewards: Per-token rewards ``r_t``, shape ``(N, T)`` (e.g. the outcome reward on the
-            last token minus a per-token KL penalty).
-        values: Value estimates ``V(s_t)``, shape ``(N, T)``, in the units of the reward.
-        response_mask: Shape ``(N, T)``, nonzero/True on real response tokens, 0/False on padding.
-        gamma: Discount factor, in ``[0, 1]``.
-        gae_lambda: GAE ``lambda``, in ``[0, 1]`` (0: one-step TD, 1: Monte Carlo return minus value).
-
-    Returns:
-        ``(advantages, returns)``, both shape ``(N, T)`` with the floating dtype of ``token_rewards``;
-        ``returns = advantages + values`` on real tokens, both 0 on padding.
-
-    Raises:
-        ValueError: If ``token_rewards`` is not 2-D, ``values`` or ``response_mask`` does not have
-            its shape, or ``gamma``/``gae_lambda`` is outside ``[0, 1]``.
-    """
-    if token_rewards.dim() != 2:
-        raise ValueError(f"token_rewards has shape {_shape(token_rewards)}, expected (N, T) (2-D)")
-    expected = _shape(token_rewards)
-    _check_shape("values", values, expected, "same as token_rewards: (N, T)")
-    _check_shape("response_mask", response_mask, expected, "same as token_rewards: (N, T)")
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-    if not 0.0 <= gae_lambda <= 1.0:
-        raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
-
-    rewards = _as_float(token_rewards).detach()  # (N, T)
-    values = values.detach().to(dtype=rewards.dtype, device=rewards.device)  # (N, T)
-    mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
-
-    n, t_len = rewards.shape
-    advantages = torch.zeros_like(rewards)  # (N, T)
-    next_value = rewards.new_zeros(n)  # (N,) V_{t+1}; 0 after the last real token
-    next_adv = rewards.new_zeros(n)  # (N,) A_{t+1}; 0 after the last real token
-    for t in range(t_len - 1, -1, -1):
-        m = mask[:, t]  # (N,) bool
-        delta = rewards[:, t] + gamma * next_value - values[:, t]  # (N,)
-        adv_t = delta + gamma * gae_lambda * next_adv  # (N,)
-        advantages[:, t] = torch.where(m, adv_t, torch.zeros_like(adv_t))
-        # Padding positions leave the carried state untouched.
-        next_value = torch.where(m, values[:, t], next_value)  # (N,)
-        next_adv = torch.where(m, adv_t, next_adv)  # (N,)
-
-    returns = torch.where(mask, advantages + values, torch.zeros_like(advantages))  # (N, T)
-    return advantages, returns
-
-
-def kl_penalty_rewards(
-    rewards: Tensor,
-    log_probs: Tensor | None,
-    ref_log_probs: Tensor | None,
-    response_mask: Tensor,
-    beta: float,
-    kl_estimator: str = "k1",
-) -> tuple[Tensor, Tensor]:
-    r"""PPO's per-token reward for language models: the score minus a per-token KL penalty.
-
-    InstructGPT (arXiv:2203.02155 eq. 2) and DeepSeekMath (arXiv:2402.03300 eq. 2):
-
-    .. math::
-        r_t = r_\varphi(q, o_{\le t}) - \beta \log\frac{\pi_{old}(o_t \mid q, o_{<t})}{\pi_{ref}(o_t \mid q, o_{<t})}
-
-    where the score :math:`r_\varphi` is the outcome reward on the last real token (0 elsewhere) or any
-    per-token (process) reward, and the log-ratio is the ``"k1"`` estimator of :func:`kl_divergence`
-    (another estimator may be chosen) evaluated with the log-probs of the rollout policy.
-
-    Args:
-        rewards: ``(N,)`` outcome rewards (put on each sequence's last real token) or ``(N, T)`` per-token
-            rewards (used as given, 0 on padding).
-        log_probs: ``(N, T)`` log-probs (nats) of the response tokens under the rollout policy; may be None
-            when ``beta == 0``.
-        ref_log_probs: ``(N, T)`` log-probs under the reference policy; may be None when ``beta == 0``.
-        response_mask: ``(N, T)``, nonzero/True on real response tokens. A sequence without real tokens
-            gets no reward.
-        beta: KL coefficient, >= 0 (0: the score alone).
-        kl_estimator: One of :data:`~agents.common.losses.KL_ESTIMATORS` (PPO: ``"k1"``).
-
-    Returns:
-        ``(token_rewards, kl_penalty)``, both ``(N, T)`` float, 0 on padding, detached:
-        ``token_rewards = score - kl_penalty`` and ``kl_penalty = beta * KL_t`` (nats times beta).
-
-    Raises:
-        ValueError: bad shapes, ``beta < 0``, ``beta > 0`` without log-probs, or an unknown estimator.
-
-    Example:
-        One sequence of 2 real tokens and 1 pad, outcome 1.0, ``beta = 0.5``, log-ratios 0.2 and -0.4:
-
-        >>> r, pen = kl_penalty_rewards(torch.tensor([1.0]), torch.tensor([[-1.0, -2.0, 0.0]]),
-        ...                             torch.tensor([[-1.2, -1.6, 0.0]]), torch.tensor([[1, 1, 0]]), beta=0.5)
-        >>> [round(x, 6) for x in r[0].tolist()]
-        [-0.1, 1.2, 0.0]
-    """
-    if response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
-        raise ValueError(f"response_mask has shape {_shape(response_mask)}, expected ({rewards.shape[0]}, T)")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta}")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
-    mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
-    rewards = _as_float(rewards).detach()
-    if rewards.dim() == 1:
-        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)  # (T,)
-        last = (mask * positions).argmax(dim=1)  # (N,) index of the last real token
-        score = torch.zeros(mask.shape, dtype=rewards.dtype, device=rewards.device)  # (N, T)
-        score[torch.arange(len(rewards), device=rewards.device), last] = rewards
-    else:
-        _check_shape("rewards", rewards, _shape(mask), "(N,) or (N, T) like response_mask")
-        score = rewards  # (N, T)
-    score = torch.where(mask, score, torch.zeros_like(score))  # (N, T)
-    penalty = torch.zeros_like(score)  # (N, T)
-    if beta > 0:
-        if log_probs is None or ref_log_probs is None:
-            raise ValueError(f"log_probs and ref_log_probs are required when beta > 0 (got beta={beta})")
-        _check_shape("log_probs", log_probs, _shape(mask), "(N, T) like response_mask")
-        kl = kl_divergence(log_probs.detach().to(score.dtype), ref_log_probs.detach().to(score.dtype),
-                           kl_estimator)  # (N, T)
-        penalty = torch.where(mask, beta * kl, penalty)  # (N, T)
-    return score - penalty, penalty  # (N, T), (N, T)
-
-
-def masked_whiten(x: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor:
-    r"""Normalise ``x`` to mean 0, std 1 over the real tokens: :math:`(x - \mu) / (\sigma + \epsilon)`.
-
-    PPO's advantage normalisation (SB3 ``normalize_advantage``, TRL ``masked_whiten``), with the mean and
-    the unbiased std taken over the real tokens of the whole batch only.
-
-    Args:
-        x: ``(N, T)`` values (e.g. GAE advantages).
-        response_mask: ``(N, T)``, nonzero/True on real tokens.
-        eps: Added to the std.
-
-    Returns:
-        ``(N, T)`` whitened values, 0 on padding. With fewer than 2 real tokens the std is taken as 0.
-
-    Raises:
-        ValueError: If ``response_mask`` does not have the shape of ``x``.
-
-    Example:
-        >>> masked_whiten(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]]))
-        tensor([[-0.7071,  0.7071,  0.0000]])
-    """
-    _check_shape("response_mask", response_mask, _shape(x), "same as x: (N, T)")
-    x = _as_float(x).detach()  # (N, T)
-    mask = response_mask.to(device=x.device) != 0  # (N, T) bool
-    count = mask.sum().to(x.dtype)  # ()
-    mean = torch.where(mask, x, torch.zeros_like(x)).sum() / count.clamp(min=1)  # ()
-    centred = torch.where(mask, x - mean, torch.zeros_like(x))  # (N, T)
-    var = (centred**2).sum() / (count - 1).clamp(min=1)  # () unbiased
-    return centred / (var.sqrt() + eps)  # (N, T)

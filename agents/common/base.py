@@ -1,8 +1,10 @@
-"""LLMAlgorithm: the learn loop shared by every algorithm (rollout, logging, save/load, callbacks).
+"""LLMAlgorithm: the one learn loop and the one ``train()`` shared by every algorithm.
 
-A training iteration reads straight down: collect ``n_prompts x group_size`` responses (group-aware
-resets, one batched ``generate`` with the KV cache), score them through the env, compute the old and
-reference log-probs once, then the subclass's ``train()`` runs epochs of minibatches.
+An iteration reads straight down: collect ``n_prompts x group_size`` responses (the group filter of dynamic
+sampling included, :mod:`agents.common.rollout`), store them, compute the old and reference log-probs once,
+shape the rewards (KL in the reward, overlong shaping), then :meth:`LLMAlgorithm.train`: advantages, then
+epochs of minibatch gradient steps. What differs between algorithms is only the config
+(:class:`~agents.common.config.AlgorithmConfig`): each algorithm class is a ``preset`` of it.
 """
 
 from __future__ import annotations
@@ -10,144 +12,138 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.utils import explained_variance, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.common.advantages import GROUP_SCALES, informative_groups
-from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batches
-from agents.common.losses import AGGREGATION_MODES, KL_ESTIMATORS
-from agents.common.policies import LLMPolicy, ReferencePolicy
-from llm_gym.decoding import decode_step, prefill, sample_tokens
+from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
+from agents.common.config import AlgorithmConfig
+from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
+from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
+from agents.common.rollout import RolloutCollector, rollout_metrics, step_reward_tensors
 from llm_gym.lm import get_language_model
 
+#: Constructor keywords that are not config fields (SB3's ``BaseAlgorithm`` arguments), with their defaults.
+SB3_ARGUMENTS: dict[str, Any] = {"policy_kwargs": None, "tensorboard_log": None, "verbose": 0, "seed": None,
+                                 "device": "auto", "stats_window_size": 100, "_init_setup_model": True}
 
-class LLMAlgorithm(BaseAlgorithm):
+
+def _generated_init(cls: type[LLMAlgorithm]):
+    """An ``__init__`` whose explicit keyword parameters are the config fields with ``cls``'s preset defaults.
+
+    Like ``dataclasses`` does for a dataclass, the constructor is generated from one source (the config and
+    the preset), so the signature, ``help()`` and the docs tables always agree.
+    """
+    names = AlgorithmConfig.field_names()
+    params = ", ".join([*(f"{n}=_d.{n}" for n in names), *(f"{k}=_sb3[{k!r}]" for k in SB3_ARGUMENTS)])
+    src = (f"def __init__(self, policy, env, *, {params}):\n"
+           f"    _init(self, policy, env, _Config({', '.join(f'{n}={n}' for n in names)}), "
+           f"{', '.join(f'{k}={k}' for k in SB3_ARGUMENTS)})\n")
+    namespace = {"_d": cls.default_config(), "_sb3": SB3_ARGUMENTS, "_Config": AlgorithmConfig,
+                 "_init": LLMAlgorithm._init}
+    exec(src, namespace)  # noqa: S102 - generated from the dataclass's field names only
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__name__}.__init__"
+    init.__doc__ = f"Build {cls.__name__}; every keyword is a field of AlgorithmConfig (defaults: the preset)."
+    return init
+
+
+class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     """Base class of the RL-for-LLM algorithms, in SB3's ``BaseAlgorithm`` idiom.
 
-    One timestep is one env step: a whole response at sequence level. One iteration samples
-    ``n_prompts`` problems, ``group_size`` responses each (``N = n_prompts * group_size``), then trains.
+    One timestep is one env step: a whole response at sequence level, one token at token level. One
+    iteration samples ``n_prompts`` problems, ``group_size`` responses each (``N = n_prompts * group_size``),
+    then trains. Subclasses are presets: a class docstring, ``preset`` (the config fields they change) and
+    ``policy_aliases``; the constructor is generated with an explicit keyword for every field of
+    :class:`~agents.common.config.AlgorithmConfig` (each documented there), plus SB3's ``policy_kwargs``,
+    ``tensorboard_log``, ``verbose``, ``seed``, ``device`` and ``stats_window_size``. ``model.config`` is the
+    typed view of the current values.
 
     Args:
-        policy: ``"LLMPolicy"`` or a policy class.
-        env: an llm-gym env (or its id); its model handle provides tokenizer and initial weights.
-        learning_rate: optimizer step size (float or SB3 schedule).
-        n_prompts: prompts per rollout.
-        group_size: responses per prompt ``G``.
-        batch_size: sequences per optimizer step (None = the whole rollout, one step per epoch).
-        micro_batch_size: sequences per forward/backward (gradient accumulation).
-        n_epochs: passes over each rollout.
-        clip_range: epsilon (lower clip bound ``1 - clip_range``), PPO eq. 7.
-        clip_range_high: upper epsilon (None = ``clip_range``; DAPO clip-higher).
-        beta: KL coefficient (0 disables the reference model and its memory).
-        kl_estimator: ``"k1" | "k2" | "k3"``.
-        loss_aggregation: one of ``agents.common.losses.AGGREGATION_MODES``.
-        scale_rewards: advantage scaling ``"group" | "batch" | "none"``.
-        temperature: sampling temperature (also used for the log-probs).
-        top_p: nucleus sampling (1.0 = off).
-        max_grad_norm: gradient clipping (L2 norm).
-        policy_kwargs: extra policy arguments (e.g. ``optimizer_kwargs``).
-        tensorboard_log: TensorBoard folder (None = no TensorBoard).
-        verbose: 0 silent, 1 log table to stdout.
-        seed: seeds Python, NumPy, torch and the env.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        policy: ``"LLMPolicy"`` (``"LLMActorCriticPolicy"``: with a value head) or a policy class.
+        env: an llm-gym env (or a VecEnv of them); its model handle provides tokenizer and initial weights.
 
     Raises:
-        ValueError: invalid sizes or names (each message names the argument).
+        ValueError: an invalid field (the message names it), or an env that does not fit the sizes.
+        TypeError: an unknown keyword.
     """
 
-    policy_aliases = {"LLMPolicy": LLMPolicy}  # noqa: RUF012
+    policy_aliases: ClassVar[dict[str, type]] = {"LLMPolicy": LLMPolicy, "LLMActorCriticPolicy": LLMActorCriticPolicy}
     policy: LLMPolicy
-    #: DAPO's dynamic sampling (off here; see :meth:`_collect_groups`) and its cap on rounds per iteration.
-    dynamic_sampling: bool = False
-    max_sampling_rounds: int = 1
-    #: Ratio level of the clipped surrogate: "token", or GSPO's "sequence" / "sequence-token".
-    importance_sampling_level: str = "token"
+    #: The config fields this algorithm changes from :class:`AlgorithmConfig`'s defaults (GRPO's).
+    preset: ClassVar[dict[str, Any]] = {}
 
-    def __init__(
-        self,
-        policy: str | type[LLMPolicy],
-        env,
-        learning_rate: float = 1e-6,
-        n_prompts: int = 4,
-        group_size: int = 8,
-        batch_size: int | None = None,
-        micro_batch_size: int = 8,
-        n_epochs: int = 1,
-        clip_range: float = 0.2,
-        clip_range_high: float | None = None,
-        beta: float = 0.04,
-        kl_estimator: str = "k3",
-        loss_aggregation: str = "seq-mean-token-mean",
-        scale_rewards: str = "group",
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        max_grad_norm: float = 1.0,
-        policy_kwargs: dict[str, Any] | None = None,
-        tensorboard_log: str | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: str = "auto",
-        stats_window_size: int = 100,
-        _init_setup_model: bool = True,
-    ):
-        super().__init__(policy, env, learning_rate, policy_kwargs=policy_kwargs, stats_window_size=stats_window_size,
-                         tensorboard_log=tensorboard_log, verbose=verbose, device=device, support_multi_env=True,
-                         seed=seed, supported_action_spaces=(spaces.Box, spaces.Discrete))
-        self.n_prompts, self.group_size = int(n_prompts), int(group_size)
-        self.batch_size = batch_size
-        self.micro_batch_size = int(micro_batch_size)
-        self.n_epochs = int(n_epochs)
-        self.clip_range, self.clip_range_high = float(clip_range), clip_range_high
-        self.beta, self.kl_estimator = float(beta), kl_estimator
-        self.loss_aggregation, self.scale_rewards = loss_aggregation, scale_rewards
-        self.temperature, self.top_p = float(temperature), float(top_p)
-        self.max_grad_norm = float(max_grad_norm)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.default_config().validate()
+        cls.__init__ = _generated_init(cls)
+
+    @classmethod
+    def default_config(cls) -> AlgorithmConfig:
+        """The preset: :class:`AlgorithmConfig` with ``preset`` applied along the class hierarchy."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged |= getattr(klass, "preset", {}) if issubclass(klass, LLMAlgorithm) else {}
+        return AlgorithmConfig(**merged)
+
+    def _init(self, policy, env, config: AlgorithmConfig, policy_kwargs, tensorboard_log, verbose, seed, device,
+              stats_window_size, _init_setup_model) -> None:
+        self._check_preset(config.validate())
+        super().__init__(policy, env, config.learning_rate, policy_kwargs=policy_kwargs,
+                         stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
+                         device=device, support_multi_env=True, seed=seed,
+                         supported_action_spaces=(spaces.Box, spaces.Discrete))
+        for name, value in config.to_dict().items():
+            setattr(self, name, value)
         self.model_name_or_path: str | None = None
-        self._check_config()
         if _init_setup_model:
             self._setup_model()
+
+    def _check_preset(self, config: AlgorithmConfig) -> None:
+        """Hook: a preset's own constraints on the config (e.g. GSPO's ratio level). No-op here.
+
+        Raises:
+            ValueError: a field the preset does not support.
+        """
+
+    @property
+    def config(self) -> AlgorithmConfig:
+        """The current hyperparameters as an :class:`AlgorithmConfig` (read from the attributes)."""
+        return AlgorithmConfig(**{name: getattr(self, name) for name in AlgorithmConfig.field_names()})
 
     @property
     def rollout_size(self) -> int:
         """Sequences per rollout, ``N = n_prompts * group_size``."""
         return self.n_prompts * self.group_size
 
-    def _check_config(self) -> None:
-        for name in ("n_prompts", "group_size", "micro_batch_size", "n_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size is not None and not 1 <= self.batch_size <= self.rollout_size:
-            raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size={self.rollout_size}")
-        for name, valid in (("kl_estimator", KL_ESTIMATORS), ("scale_rewards", GROUP_SCALES)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
-        if self.beta < 0 or self.clip_range <= 0 or (self.clip_range_high is not None and self.clip_range_high <= 0):
-            raise ValueError(f"Need beta >= 0 and clip ranges > 0, got beta={self.beta}, "
-                             f"clip_range={self.clip_range}, clip_range_high={self.clip_range_high}")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"Need temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
-        if self.loss_aggregation not in AGGREGATION_MODES:
-            raise ValueError(f"loss_aggregation must be one of {AGGREGATION_MODES}, got {self.loss_aggregation!r}")
-        if (self.env is not None and isinstance(self.action_space, spaces.Discrete) and self.n_envs > 1
-                and not hasattr(self.env, "reset_groups")):
+    def _check_env(self) -> None:
+        """Env-dependent checks; resolves ``overlong_buffer=None`` to 20 % of the budget (DAPO)."""
+        if self.env is None:
+            return
+        if isinstance(self.action_space, spaces.Discrete) and self.n_envs > 1 and not hasattr(self.env,
+                                                                                                "reset_groups"):
             raise ValueError("Token-level envs with several sub-envs need llm_gym.make_group_vec_env (a DummyVecEnv "
                              "auto-resets finished sub-envs mid-wave); or pass a single env.")
-        if self.env is not None and self.rollout_size % self.n_envs:
+        if self.rollout_size % self.n_envs:
             raise ValueError(f"n_prompts*group_size={self.rollout_size} must be a multiple of the number of envs "
                              f"({self.n_envs}).")
+        if self.overlong_buffer is None:
+            self.overlong_buffer = round(0.2 * self.action_space_len)
+        if self.overlong_buffer > self.action_space_len:
+            raise ValueError(f"overlong_buffer={self.overlong_buffer} must be in [0, max_new_tokens="
+                             f"{self.action_space_len}]")
 
     # ------------------------------------------------------------------ setup
     def _setup_model(self) -> None:
+        self._check_env()
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         if self.env is not None:
@@ -161,6 +157,8 @@ class LLMAlgorithm(BaseAlgorithm):
         policy_kwargs = {"temperature": self.temperature, "top_p": self.top_p, **self.policy_kwargs}
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, lm=lm,
                                         **policy_kwargs).to(self.device)
+        if isinstance(self.policy, LLMActorCriticPolicy):
+            self.policy.entropy_grad = self.ent_coef > 0
         self.ref_policy = ReferencePolicy(lm, self.temperature).to(self.device) if self.beta > 0 else None
         self.rollout_buffer = GroupRolloutBuffer(self.device)
         if not hasattr(self, "_problem_rng"):  # restored by load(): a resumed run continues the draws
@@ -186,23 +184,11 @@ class LLMAlgorithm(BaseAlgorithm):
         return self.n_epochs == 1 and (self.batch_size or self.rollout_size) >= self.rollout_size
 
     # ------------------------------------------------------------------ rollout
-    def _sample_problems(self) -> np.ndarray:
-        """Problem index of each of the N sequences: ``n_prompts`` draws, each repeated ``group_size`` times."""
-        n_problems = self.env.get_attr("n_problems")[0]
-        draws = self._problem_rng.integers(n_problems, size=self.n_prompts)
-        return np.repeat(draws, self.group_size)
-
-    def _reset_to(self, env: VecEnv, problem_ids: np.ndarray) -> dict[str, np.ndarray]:
-        env.set_options([{"problem_id": int(k)} for k in problem_ids])
-        return env.reset()
-
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer) -> bool:
-        """Sample ``N`` responses (G per prompt), step them through ``env`` and fill the buffer.
+        """Sample ``N`` responses (G per prompt), step them through ``env``, fill and prepare the buffer.
 
-        Sequence-level envs get one batched ``generate``; token-level envs (``Discrete`` actions) are
-        stepped token by token with the KV cache as the policy's recurrent state. Both give the same buffer.
-        With ``dynamic_sampling`` (DAPO) rounds are drawn until ``n_prompts`` groups have mixed rewards
-        (:meth:`_collect_groups`); an iteration where none did leaves the buffer empty and ``train`` is skipped.
+        With ``dynamic_sampling`` an iteration where no group had mixed rewards leaves the buffer empty (and
+        ``train`` is skipped).
 
         Returns:
             False when a callback asked to stop training.
@@ -211,166 +197,115 @@ class LLMAlgorithm(BaseAlgorithm):
         collected = self._collect_groups(env, callback)
         if collected is None:
             return False
-        rollout, generated = collected
-        all_group_ids = np.repeat(np.arange(generated.rewards.shape[0] // self.group_size), self.group_size)
+        rollout, generated, gen_seconds = collected
+        all_group_ids = np.repeat(np.arange(generated.n_sequences // self.group_size), self.group_size)
         self.generated_tokens = getattr(self, "generated_tokens", 0) + int(generated.response_mask.sum())
         self._rollout_stats = rollout_metrics(generated.rewards.numpy(), all_group_ids, generated.infos,
-                                              generated.response_mask, generated.seconds)
+                                              generated.response_mask, gen_seconds)
         if self.dynamic_sampling:
-            self._rollout_stats |= {"rollout/sampling_rounds": generated.rewards.shape[0] / self.rollout_size,
-                                    "rollout/generated_sequences": float(generated.rewards.shape[0]),
+            self._rollout_stats |= {"rollout/sampling_rounds": generated.n_sequences / self.rollout_size,
+                                    "rollout/generated_sequences": float(generated.n_sequences),
                                     "rollout/dropped_groups": float(self._dropped_groups)}
         rollout_buffer.reset()
-        if rollout.rewards.shape[0] > 0:
-            group_ids = np.repeat(np.arange(rollout.rewards.shape[0] // self.group_size), self.group_size)
-            rewards, token_rewards, step_mask = step_reward_tensors(rollout)
-            rollout_buffer.add(rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids, rollout.response_mask,
-                               rewards, torch.as_tensor(group_ids), token_rewards=token_rewards, step_mask=step_mask)
-            self._compute_rollout_log_probs(rollout_buffer)
-            self._post_rollout(rollout_buffer, rollout)
+        if rollout.n_sequences > 0:
+            group_ids = np.repeat(np.arange(rollout.n_sequences // self.group_size), self.group_size)
+            rollout_buffer.add(step_reward_tensors(rollout)._replace(group_ids=torch.as_tensor(group_ids)))
+            self._prepare_rollout(rollout_buffer)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
-    def _collect_round(self, env: VecEnv, callback: BaseCallback) -> Rollout | None:
-        """Draw ``n_prompts`` problems and sample ``group_size`` responses each (``N`` rows, None if stopped)."""
-        problem_ids = self._sample_problems()  # (N,)
-        start = time.perf_counter()
-        if isinstance(self.action_space, spaces.Discrete):
-            rollout = self._collect_tokens(env, callback, problem_ids)
-            return None if rollout is None else rollout._replace(seconds=time.perf_counter() - start)
-        return self._collect_sequences(env, callback, problem_ids)
-
-    def _collect_groups(self, env: VecEnv, callback: BaseCallback) -> tuple[Rollout, Rollout] | None:
-        """The training rollout and everything generated for it: ``(rollout, generated)``.
-
-        Without dynamic sampling both are one round. With it (DAPO arXiv:2503.14476 section 3.2, eq. 11),
-        rounds of ``n_prompts`` groups are drawn and only groups whose rewards are not all equal are kept,
-        until ``n_prompts`` are kept (the surplus of the last round is dropped) or ``max_sampling_rounds``
-        rounds were drawn; then a ``UserWarning`` says how many were found and training uses those.
-        """
-        kept, generated = [], []
-        for _ in range(self.max_sampling_rounds if self.dynamic_sampling else 1):
-            rollout = self._collect_round(env, callback)
-            if rollout is None:
-                return None
-            generated.append(rollout)
-            if not self.dynamic_sampling:
-                return rollout, rollout
-            rows = np.flatnonzero(informative_groups(rollout.rewards.numpy(), self.group_size))
-            kept.append(rollout.take(rows))
-            if sum(r.rewards.shape[0] for r in kept) >= self.rollout_size:
-                break
-        else:
-            n_found = sum(r.rewards.shape[0] for r in kept) // self.group_size
-            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts} groups had mixed rewards "
-                          f"after max_sampling_rounds={self.max_sampling_rounds} rounds "
-                          f"({self.max_sampling_rounds * self.rollout_size} responses); training on those "
-                          f"{n_found}. Raise max_sampling_rounds or use problems the policy sometimes solves.",
-                          stacklevel=2)
-        all_rows = Rollout.concat(generated)
-        self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.group_size))
-                                   ) // self.group_size
-        return Rollout.concat(kept).take(np.arange(self.rollout_size)), all_rows
-
-    def _step_callbacks(self, callback: BaseCallback, infos, dones, n_steps: int, local_vars: dict) -> bool:
-        self.num_timesteps += n_steps
-        self._update_info_buffer(infos, dones)
-        callback.update_locals(local_vars)
-        return callback.on_step()
-
-    def _collect_sequences(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> Rollout | None:
-        """Sequence level: reset every chunk of ``num_envs`` to its problems, one ``generate`` for all N,
-        then step each chunk with its responses (a reset is deterministic given ``problem_id``)."""
-        chunks = np.split(problem_ids, len(problem_ids) // env.num_envs)
-        obs = [self._reset_to(env, chunk) for chunk in chunks]
-        b_prompt_ids = torch.as_tensor(np.concatenate([o["input_ids"] for o in obs]))  # (N, L)
-        b_prompt_mask = torch.as_tensor(np.concatenate([o["attention_mask"] for o in obs]))  # (N, L)
-        start = time.perf_counter()
-        gen = self.policy.generate(b_prompt_ids, b_prompt_mask)
-        gen_seconds = time.perf_counter() - start
-        b_rewards, infos = np.zeros(len(problem_ids), dtype=np.float32), []
-        for c, chunk in enumerate(chunks):
-            if len(chunks) > 1:
-                self._reset_to(env, chunk)
-            rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
-            _, rewards, dones, step_infos = env.step(gen.response_ids[rows].numpy())
-            b_rewards[rows], infos = rewards, infos + list(step_infos)
-            if not self._step_callbacks(callback, step_infos, dones, env.num_envs, locals()):
-                return None
-        return Rollout(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask, torch.as_tensor(b_rewards),
-                       None, infos, gen_seconds)
-
-    def _collect_tokens(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> Rollout | None:
-        """Token level: waves of ``num_envs`` sequences, each decoded token by token (KV cache, no prefix
-        recomputation) and stepped through the env until every sequence of the wave has ended."""
-        waves = []
-        for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
-            wave = self._token_wave(env, callback, chunk)
-            if wave is None:
-                return None
-            waves.append(wave)
-        fields = [torch.cat([w[i] for w in waves]) for i in range(5)]
-        token_rewards = fields[4]
-        return Rollout(*fields[:4], token_rewards.sum(-1), token_rewards, [i for w in waves for i in w[5]], 0.0)
-
-    def _token_wave(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray):
-        n, lm = env.num_envs, self.lm
-        T, L = self.action_space_len, env.get_attr("max_prompt_length")[0]
-        obs = self._reset_to(env, problem_ids)
-        prompt_ids = torch.as_tensor(obs["input_ids"][:, :L])  # (n, L)
-        prompt_mask = torch.as_tensor(obs["attention_mask"][:, :L])  # (n, L)
-        response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
-        token_rewards = torch.zeros((n, T))  # (n, T)
-        active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
-        state = prefill(self.policy.model, prompt_ids, prompt_mask)
-        for t in range(T):
-            tokens = sample_tokens(state.logits, self.temperature, self.top_p).cpu()
-            tokens = torch.where(active, tokens, torch.full_like(tokens, lm.pad_token_id))  # as generate does
-            _, rewards, dones, infos = env.step(tokens.numpy())
-            response[active, t] = tokens[active]
-            token_rewards[active, t] = torch.as_tensor(rewards, dtype=torch.float32)[active]
-            for i in np.flatnonzero(dones):
-                final_infos[i] = infos[i]
-            if not self._step_callbacks(callback, infos, dones, int(active.sum()), locals()):
-                return None
-            active &= ~torch.as_tensor(dones)
-            if not active.any():
-                break
-            state = decode_step(self.policy.model, state, tokens)
-        return prompt_ids, prompt_mask, response, lm.response_mask(response), token_rewards, final_infos
-
     @torch.no_grad()
-    def _compute_rollout_log_probs(self, buffer: GroupRolloutBuffer) -> None:
-        """Old log-probs (only if several optimizer steps use this rollout) and reference log-probs (beta > 0),
-        once per rollout, in micro-batches, without grad. A policy with a critic gives its values from the same
-        forward pass (stored as ``values``), so PPO does not run the trunk again."""
+    def _prepare_rollout(self, buffer: GroupRolloutBuffer) -> None:
+        """Once per rollout, in micro-batches, without grad: the old log-probs (only when several optimizer
+        steps use the rollout), the reference log-probs (``beta > 0``) and the critic's values (one forward
+        with the old log-probs); then the reward shaping of the config (KL in the reward, overlong shaping)."""
         s = buffer.samples
+        has_critic = isinstance(self.policy, LLMActorCriticPolicy)
+        kl_in_reward = self.kl_placement == "reward" and self.beta > 0
+        need_forward = not self._one_step_per_rollout or has_critic or kl_in_reward
         old, values, ref = [], [], []
         for mb in micro_batches(s, self.micro_batch_size):
-            if not self._one_step_per_rollout:
-                log_probs, _, mb_values = self.policy.evaluate_actions(mb)
-                old.append(log_probs)
-                if mb_values is not None:
-                    values.append(mb_values)
+            if need_forward:
+                if has_critic and not kl_in_reward and self._one_step_per_rollout:
+                    values.append(self.policy.predict_values(mb))  # no LM head needed
+                else:
+                    log_probs, _, mb_values = self.policy.evaluate_actions(mb)  # (B, T) x2
+                    old.append(log_probs)
+                    if mb_values is not None:
+                        values.append(mb_values)
             if self.ref_policy is not None:
                 ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                      mb.response_mask))
-        buffer.update(old_log_probs=torch.cat(old) if old else None, ref_log_probs=torch.cat(ref) if ref else None,
-                      values=torch.cat(values) if values else None)
-
-    def _post_rollout(self, buffer: GroupRolloutBuffer, rollout: Rollout) -> None:
-        """Hook after a rollout is stored and its log-probs computed (PPO's KL rewards, DAPO's reward shaping).
-
-        ``rollout`` is what was stored, with each sequence's final ``info``. No-op here."""
+        b_log_probs = torch.cat(old) if old else None  # (N, T): pi_old's log-probs, when computed
+        buffer.update(old_log_probs=None if self._one_step_per_rollout else b_log_probs,
+                      ref_log_probs=torch.cat(ref) if ref else None, values=torch.cat(values) if values else None)
+        if self.kl_placement == "reward":
+            updates, stats = kl_reward_shaping(self.config, buffer.samples, b_log_probs)
+            buffer.update(**updates)
+            self._rollout_stats |= stats
+        updates, stats = length_shaping(self.config, buffer.samples, self.action_space_len, self.overlong_buffer)
+        buffer.update(**updates)
+        self._rollout_stats |= stats
 
     # ------------------------------------------------------------------ optimisation
-    def _gradient_step(self, mb: RolloutSamples, loss_fn) -> dict[str, float]:
+    def train(self) -> None:
+        """Update the policy on the stored rollout: advantages, then ``n_epochs`` of minibatch gradient steps.
+
+        The group filter (dynamic sampling) already ran during collection; an epoch stops early when a
+        minibatch's ``approx_kl`` exceeds ``1.5 * target_kl`` (SB3's rule).
+        """
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        b = self.rollout_buffer.samples
+        b_advantages, b_returns = self._advantages(b)  # (N, T), (N, T) or None
+        self.rollout_buffer.update(advantages=b_advantages, **({} if b_returns is None else {"returns": b_returns}))
+        all_stats = []
+        for epoch in range(self.n_epochs):
+            for mb in self.rollout_buffer.get(self.batch_size):
+                all_stats.append(self._gradient_step(mb))
+                if "early_stop" in all_stats[-1]:
+                    break
+            if all_stats and "early_stop" in all_stats[-1]:
+                if self.verbose >= 1:
+                    print(f"Early stopping at epoch {epoch}: approx_kl {all_stats[-1]['approx_kl']:.4f}")
+                break
+        self._record_train_stats(all_stats)
+        if b.values is not None and b_returns is not None:
+            mask = b.response_mask.bool()  # (N, T)
+            ev = explained_variance(b.values[mask].cpu().numpy(), b_returns[mask].cpu().numpy())
+            self.logger.record("train/explained_variance", float(ev))
+
+    def _advantages(self, b: RolloutSamples) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:func:`~agents.common.objective.compute_advantages` (a preset may override this one hook).
+
+        Raises:
+            RuntimeError: process supervision (``advantage="process"``) on an env without a process reward.
+        """
+        if self.advantage == "process" and b.step_mask is None and not self._env_has_process_reward():
+            raise RuntimeError("advantage='process' needs step rewards: build the env with process_reward_fn=... "
+                               "(e.g. llm_gym.rewards.arithmetic_step_reward) or wrap it in "
+                               "llm_gym.wrappers.ProcessReward.")
+        return compute_advantages(self.config, b)
+
+    def _env_has_process_reward(self) -> bool:
+        """Whether the env scores steps (``process_reward_fn`` set on the llm-gym env)."""
+        try:
+            return self.env.get_attr("process_reward_fn")[0] is not None
+        except AttributeError:
+            return False
+
+    def _loss(self, micro: RolloutSamples, log_probs: torch.Tensor, old_log_probs: torch.Tensor,
+              values: torch.Tensor | None = None, entropy: torch.Tensor | None = None):
+        """The micro-batch loss of the config: :func:`~agents.common.objective.compute_loss`."""
+        return compute_loss(self.config, micro, log_probs, old_log_probs, values, entropy)
+
+    def _gradient_step(self, mb: RolloutSamples) -> dict[str, float]:
         """One optimizer step on a minibatch, accumulating gradients over micro-batches.
 
-        ``loss_fn(micro, log_probs, old_log_probs, values, entropy) -> (loss, stats)`` gives the micro-batch loss
-        over the micro-batch; it is re-weighted so the accumulated gradient equals the gradient of the
-        loss aggregated over the whole minibatch (``micro_batch_weight``).
+        Each micro-batch loss is re-weighted (:func:`~agents.common.buffers.micro_batch_weight`) so the
+        accumulated gradient equals the gradient of the loss aggregated over the whole minibatch. With
+        ``target_kl`` set and ``approx_kl > 1.5 * target_kl`` the step is not applied (``"early_stop"``).
         """
         optimizer = self.policy.optimizer
         optimizer.zero_grad(set_to_none=True)
@@ -378,7 +313,7 @@ class LLMAlgorithm(BaseAlgorithm):
         for micro in micro_batches(mb, self.micro_batch_size):
             log_probs, entropy, values = self.policy.evaluate_actions(micro)
             old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
-            loss, micro_stats = loss_fn(micro, log_probs, old, values, entropy)
+            loss, micro_stats = self._loss(micro, log_probs, old, values, entropy)
             weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
             (loss * weight).backward()
             tokens = micro.response_mask.sum().clamp(min=1)
@@ -387,7 +322,7 @@ class LLMAlgorithm(BaseAlgorithm):
             stats["loss"] += float(loss.detach()) * weight
             for key, value in micro_stats.items():
                 stats[key] += float(value) * (weight if key == "policy_loss" else token_share)
-        if self._stop_before_step(stats):  # e.g. PPO's target_kl: this minibatch's update is not applied
+        if self.target_kl is not None and stats.get("approx_kl", 0.0) > 1.5 * self.target_kl:
             optimizer.zero_grad(set_to_none=True)
             stats["early_stop"] = 1.0
             return stats
@@ -396,19 +331,11 @@ class LLMAlgorithm(BaseAlgorithm):
         stats["grad_norm"] = float(grad_norm)
         return stats
 
-    def _stop_before_step(self, stats: dict[str, float]) -> bool:
-        """Hook: True skips the optimizer step of the minibatch just evaluated (and ends ``train``)."""
-        return False
-
     def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
         for key in {k for s in all_stats for k in s} - {"early_stop"}:
             self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats if key in s])))
         self._n_updates += sum("early_stop" not in s for s in all_stats)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-
-    def train(self) -> None:
-        """Update the policy on the stored rollout (implemented by each algorithm)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ loop
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str | None = None,
@@ -470,93 +397,4 @@ class LLMAlgorithm(BaseAlgorithm):
             tmp.unlink(missing_ok=True)
 
 
-class Rollout(NamedTuple):
-    """One rollout as collected, before it enters the buffer (``N`` sequences)."""
-
-    prompt_ids: torch.Tensor  # (N, L)
-    prompt_mask: torch.Tensor  # (N, L)
-    response_ids: torch.Tensor  # (N, T)
-    response_mask: torch.Tensor  # (N, T)
-    rewards: torch.Tensor  # (N,) episode return
-    token_rewards: torch.Tensor | None  # (N, T) per-token rewards (token level), None: outcome on the last token
-    infos: list[dict]  # the final step's info of each sequence
-    seconds: float  # generation (sequence level) or rollout (token level) wall time
-
-    def take(self, rows: np.ndarray) -> Rollout:
-        """The rollout restricted to ``rows`` (int indices; out-of-range ones are ignored, as slicing does)."""
-        rows = rows[rows < self.rewards.shape[0]]
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        pick = [None if f is None else f[idx] for f in self[:6]]
-        return Rollout(*pick, [self.infos[i] for i in rows], self.seconds)
-
-    @staticmethod
-    def concat(rollouts: list[Rollout]) -> Rollout:
-        """Rows of several rollouts one after the other (times add up)."""
-        fields = [None if rollouts[0][i] is None else torch.cat([r[i] for r in rollouts]) for i in range(6)]
-        return Rollout(*fields, [i for r in rollouts for i in r.infos], sum(r.seconds for r in rollouts))
-
-
-def step_reward_tensors(rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(rewards (N,), token_rewards (N, T) or None, step_mask (N, T) or None)`` for the buffer.
-
-    Without process supervision (no ``info["step_rewards"]``) the rollout's rewards pass through. With it, every
-    step reward ``(token_index, reward)`` is placed at its token and the outcome reward at the last token (the
-    token env already paid them there), the step mask marks those tokens, and ``rewards`` is the return
-    ``token_rewards.sum(-1)`` at both levels.
-    """
-    if not any(info.get("step_rewards") for info in rollout.infos):
-        return rollout.rewards, rollout.token_rewards, None
-    n, t = rollout.response_mask.shape
-    rows = torch.arange(n)
-    last = (rollout.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
-    step_mask = torch.zeros((n, t))  # (N, T)
-    step_mask[rows, last] = 1.0
-    token_rewards = rollout.token_rewards
-    if token_rewards is None:  # sequence level: the env reward is the outcome, step rewards are in info
-        token_rewards = torch.zeros((n, t))  # (N, T)
-        token_rewards[rows, last] = rollout.rewards.float()
-    else:
-        token_rewards = token_rewards.clone()
-    for i, info in enumerate(rollout.infos):
-        for index, reward in info.get("step_rewards", ()):
-            step_mask[i, index] = 1.0
-            if rollout.token_rewards is None:
-                token_rewards[i, index] += float(reward)
-    return token_rewards.sum(-1), token_rewards, step_mask
-
-
-def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:
-    """Weight of a micro-batch loss so that summed weighted gradients equal the minibatch loss gradient.
-
-    ``token-mean`` divides by all tokens of the minibatch: weight = tokens(micro) / tokens(minibatch).
-    The per-sequence modes average over sequences: weight = rows(micro) / rows(minibatch).
-    """
-    if mode == "token-mean":
-        return float(micro_mask.sum() / mb_mask.sum().clamp(min=1))
-    return micro_mask.shape[0] / mb_mask.shape[0]
-
-
-def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict], response_mask: torch.Tensor,
-                    gen_seconds: float) -> dict[str, float]:
-    """The ``rollout/*`` and ``time/tokens_per_second`` metrics of one rollout (docs/metrics.md)."""
-    lengths = response_mask.sum(-1).float()
-    group_std = np.array([rewards[group_ids == g].std(ddof=1) if (group_ids == g).sum() > 1 else 0.0
-                          for g in np.unique(group_ids)])
-    stats = {
-        "rollout/accuracy": float(np.mean([i.get("accuracy", np.nan) for i in infos])),
-        "rollout/response_length": float(lengths.mean()),
-        "rollout/truncated_fraction": float(np.mean([i.get("truncated_by_length", False) for i in infos])),
-        "rollout/reward_std": float(group_std.mean()),
-        "rollout/zero_std_groups": float(np.mean(group_std < 1e-8)),
-        "time/tokens_per_second": float(lengths.sum()) / max(gen_seconds, 1e-9),
-    }
-    components = defaultdict(list)
-    for info in infos:
-        for name, value in info.get("reward_components", {}).items():
-            components[name].append(value)
-    stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
-    if any(info.get("step_rewards") for info in infos):  # process supervision
-        steps = [[r for _, r in info.get("step_rewards", ())] for info in infos]
-        stats["rollout/step_reward_sum"] = float(np.mean([sum(s) for s in steps]))
-        stats["rollout/scored_steps"] = float(np.mean([len(s) for s in steps]))
-    return stats
+LLMAlgorithm.__init__ = _generated_init(LLMAlgorithm)

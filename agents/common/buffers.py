@@ -1,32 +1,37 @@
-"""GroupRolloutBuffer: one rollout of N sequences (n_prompts x group_size), shared by every algorithm."""
+"""The one rollout container (:class:`RolloutSamples`) and the buffer that holds it, shared by every algorithm."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
 class RolloutSamples(NamedTuple):
-    """A (mini/micro) batch of sequences; ``B`` rows, ``L`` prompt tokens, ``T`` response tokens.
+    """A rollout, minibatch or micro-batch of ``B`` sequences; ``L`` prompt tokens, ``T`` response tokens.
 
-    ``old_log_probs`` / ``ref_log_probs`` / ``values`` are None when the algorithm does not need them.
+    The same container goes from collection (where only the first fields and ``infos`` are set) through the
+    buffer (which fills the computed fields) to every minibatch and micro-batch. Fields are read by name.
+    Computed fields are None until set (``old_log_probs`` / ``ref_log_probs`` / ``values`` stay None when
+    the algorithm does not need them).
     """
 
     prompt_ids: torch.Tensor  # (B, L) left-padded
     prompt_mask: torch.Tensor  # (B, L)
     response_ids: torch.Tensor  # (B, T) right-padded
     response_mask: torch.Tensor  # (B, T)
-    rewards: torch.Tensor  # (B,) outcome reward
-    token_rewards: torch.Tensor  # (B, T) per-token / process rewards
-    group_ids: torch.Tensor  # (B,)
-    advantages: torch.Tensor  # (B, T)
-    returns: torch.Tensor  # (B, T)
-    old_log_probs: torch.Tensor | None  # (B, T)
-    ref_log_probs: torch.Tensor | None  # (B, T)
-    values: torch.Tensor | None  # (B, T)
-    step_mask: torch.Tensor | None = None  # (B, T) 1.0 at step-end tokens (process supervision), else None
+    rewards: torch.Tensor  # (B,) episode return (outcome, plus step rewards with process supervision)
+    token_rewards: torch.Tensor | None = None  # (B, T) per-token rewards; None: the outcome on the last token
+    group_ids: torch.Tensor | None = None  # (B,) equal for the responses to one prompt draw
+    advantages: torch.Tensor | None = None  # (B, T)
+    returns: torch.Tensor | None = None  # (B, T)
+    old_log_probs: torch.Tensor | None = None  # (B, T) nats, under the sampling policy
+    ref_log_probs: torch.Tensor | None = None  # (B, T) nats, under the reference policy
+    values: torch.Tensor | None = None  # (B, T) V(s_t), reward units (critic)
+    step_mask: torch.Tensor | None = None  # (B, T) 1.0 at step-end tokens (process supervision)
+    infos: list[dict] | None = None  # (B,) each sequence's final env info
 
     @property
     def n_sequences(self) -> int:
@@ -34,14 +39,37 @@ class RolloutSamples(NamedTuple):
         return self.prompt_ids.shape[0]
 
     def index(self, idx: torch.Tensor | slice) -> RolloutSamples:
-        """Rows ``idx`` of every field (None fields stay None)."""
-        return RolloutSamples(*(None if f is None else f[idx] for f in self))
+        """Rows ``idx`` (a slice or an int tensor) of every field; None fields stay None."""
+        rows = {}
+        for name, value in self._asdict().items():
+            if value is None or name != "infos":
+                rows[name] = None if value is None else value[idx]
+            else:
+                rows[name] = value[idx] if isinstance(idx, slice) else [value[i] for i in idx.tolist()]
+        return RolloutSamples(**rows)
+
+    def take(self, rows: np.ndarray) -> RolloutSamples:
+        """The rows ``rows`` (int indices; out-of-range ones are ignored, as slicing does)."""
+        rows = np.asarray(rows)
+        return self.index(torch.as_tensor(rows[rows < self.n_sequences], dtype=torch.long))
+
+    @staticmethod
+    def concat(parts: Sequence[RolloutSamples]) -> RolloutSamples:
+        """The rows of several rollouts one after the other (a field None in the first is None in the result)."""
+        merged = {}
+        for name in RolloutSamples._fields:
+            values = [getattr(p, name) for p in parts]
+            if values[0] is None:
+                merged[name] = None
+            else:
+                merged[name] = [i for v in values for i in v] if name == "infos" else torch.cat(values)
+        return RolloutSamples(**merged)
 
 
 class GroupRolloutBuffer:
     """Holds one rollout: ``N`` sequences padded to ``T`` response tokens, in groups of ``G``.
 
-    Fields (DESIGN's buffer contract): ``prompt_ids (N, L)``, ``prompt_mask (N, L)``,
+    Fields (DESIGN's buffer contract, :class:`RolloutSamples`): ``prompt_ids (N, L)``, ``prompt_mask (N, L)``,
     ``response_ids (N, T)``, ``response_mask (N, T)``, ``old_log_probs (N, T)``, ``ref_log_probs (N, T)``,
     ``values (N, T)``, ``rewards (N,)``, ``token_rewards (N, T)``, ``group_ids (N,)``,
     ``advantages (N, T)``, ``returns (N, T)``, ``step_mask (N, T)`` (process supervision: 1.0 at the
@@ -56,44 +84,42 @@ class GroupRolloutBuffer:
         """Forget the stored rollout."""
         self.samples = None
 
-    def add(self, prompt_ids, prompt_mask, response_ids, response_mask, rewards, group_ids,
-            token_rewards=None, step_mask=None) -> None:
-        """Store a whole rollout (replaces the previous one).
+    def add(self, rollout: RolloutSamples) -> None:
+        """Store a whole rollout (replaces the previous one), moved to the buffer's device.
 
-        Args:
-            prompt_ids: ``(N, L)``. prompt_mask: ``(N, L)``.
-            response_ids: ``(N, T)``. response_mask: ``(N, T)``.
-            rewards: ``(N,)`` outcome rewards.
-            group_ids: ``(N,)`` int, equal for responses to the same prompt draw.
-            token_rewards: ``(N, T)``; default puts each outcome reward on the last response token.
-            step_mask: ``(N, T)``, nonzero at the step ends of process supervision (None: no steps).
+        ``token_rewards`` None puts each outcome reward on the sequence's last real token; ``advantages``
+        and ``returns`` None start as zeros; ``group_ids`` None makes every sequence its own group.
 
         Raises:
-            ValueError: inconsistent first dimensions or empty rollout.
+            ValueError: empty rollout, or a field whose first dimension is not ``N`` (names the field).
         """
-        n = prompt_ids.shape[0]
+        n = rollout.n_sequences
         if n == 0:
             raise ValueError("Empty rollout: no sequences to store.")
-        for name, t in (("prompt_mask", prompt_mask), ("response_ids", response_ids),
-                        ("response_mask", response_mask), ("rewards", rewards), ("group_ids", group_ids)):
-            if t.shape[0] != n:
-                raise ValueError(f"{name} has {t.shape[0]} rows, expected {n} (one per sequence)")
+        for name, value in rollout._asdict().items():
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} rows, expected {n} (one per sequence)")
         dev = self.device
-        mask = response_mask.to(dev).float()
-        rewards = torch.as_tensor(rewards, dtype=torch.float32, device=dev)
+        mask = rollout.response_mask.to(dev).float()  # (N, T)
+        rewards = torch.as_tensor(rollout.rewards, dtype=torch.float32, device=dev)  # (N,)
+        token_rewards = rollout.token_rewards
         if token_rewards is None:
-            token_rewards = torch.zeros_like(mask)
-            last = (mask.sum(-1).long() - 1).clamp(min=0)
+            token_rewards = torch.zeros_like(mask)  # (N, T)
+            last = (mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
             token_rewards[torch.arange(n, device=dev), last] = rewards
-        zeros = torch.zeros_like(mask)
-        self.samples = RolloutSamples(
-            prompt_ids.to(dev), prompt_mask.to(dev), response_ids.to(dev), mask, rewards,
-            token_rewards.to(dev).float(), torch.as_tensor(group_ids, device=dev), zeros, zeros.clone(),
-            None, None, None, None if step_mask is None else step_mask.to(dev).float(),
+        group_ids = torch.arange(n) if rollout.group_ids is None else rollout.group_ids
+        fields = {name: (None if value is None or name == "infos" else value.to(dev))
+                  for name, value in rollout._asdict().items()}
+        self.samples = RolloutSamples(**fields)._replace(
+            response_mask=mask, rewards=rewards, token_rewards=token_rewards.to(dev).float(),
+            group_ids=torch.as_tensor(group_ids, device=dev), infos=rollout.infos,
+            advantages=torch.zeros_like(mask) if rollout.advantages is None else fields["advantages"],
+            returns=torch.zeros_like(mask) if rollout.returns is None else fields["returns"],
+            step_mask=None if rollout.step_mask is None else fields["step_mask"].float(),
         )
 
     def update(self, **fields: torch.Tensor | None) -> None:
-        """Set computed fields (``old_log_probs``, ``ref_log_probs``, ``values``, ``advantages``, ``returns``)."""
+        """Set fields by name (``old_log_probs``, ``ref_log_probs``, ``values``, ``advantages``, ``returns``...)."""
         self.samples = self.samples._replace(**fields)
 
     def __len__(self) -> int:
@@ -119,3 +145,19 @@ def micro_batches(samples: RolloutSamples, micro_batch_size: int) -> Iterator[Ro
     """Split a minibatch into consecutive micro-batches of ``micro_batch_size`` rows (gradient accumulation)."""
     for start in range(0, samples.n_sequences, micro_batch_size):
         yield samples.index(slice(start, start + micro_batch_size))
+
+
+def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:
+    """Weight of a micro-batch loss so that summed weighted gradients equal the minibatch loss gradient.
+
+    ``token-mean`` divides by all tokens of the minibatch: weight = tokens(micro) / tokens(minibatch).
+    The per-sequence modes average over sequences: weight = rows(micro) / rows(minibatch).
+
+    Args:
+        micro_mask: ``(b, T)`` response mask of the micro-batch.
+        mb_mask: ``(B, T)`` response mask of the whole minibatch.
+        mode: the loss aggregation mode.
+    """
+    if mode == "token-mean":
+        return float(micro_mask.sum() / mb_mask.sum().clamp(min=1))
+    return micro_mask.shape[0] / mb_mask.shape[0]

@@ -1,4 +1,4 @@
-"""Policy-gradient losses for RL on language models (PPO, GRPO, DAPO, Dr. GRPO).
+"""Policy-gradient losses for RL on language models (PPO, GRPO, DAPO, GSPO, Dr. GRPO, CISPO).
 
 Notation: ``N`` sequences (responses), ``T`` padded response tokens. ``mask``/``response_mask`` of
 shape ``(N, T)`` is 1.0/True on real response tokens and 0/False on padding (it is treated as
@@ -12,6 +12,7 @@ References:
     * DAPO: Yu et al., arXiv:2503.14476 (clip-higher eq. 10, token-level loss eq. 8).
     * GSPO: Zheng et al., arXiv:2507.18071 (sequence ratio eq. 7, objective eq. 5, GSPO-token eq. 13).
     * Dr. GRPO: Liu et al., arXiv:2503.20783 (constant length normalisation).
+    * CISPO: MiniMax-M1, arXiv:2506.13585 (clipped IS-weight objective, eq. 4-5).
     * Clipped value loss: OpenAI baselines ``ppo2`` (``vf_losses``); GAE paper arXiv:1506.02438.
     * KL estimators: J. Schulman, "Approximating KL Divergence" (2020), http://joschu.net/blog/kl-approx.html
 """
@@ -26,7 +27,9 @@ __all__ = [
     "IMPORTANCE_SAMPLING_LEVELS",
     "KL_ESTIMATORS",
     "LOG_RATIO_CLAMP",
+    "LOSS_MODES",
     "aggregate",
+    "cispo_surrogate",
     "clipped_surrogate",
     "importance_log_ratio",
     "kl_divergence",
@@ -48,6 +51,10 @@ IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = ("token", "sequence", "sequence-to
 
 #: Valid ``estimator`` values of :func:`kl_divergence`.
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
+
+#: Valid ``loss_mode`` values of :func:`policy_loss`: PPO's clipped surrogate (:func:`clipped_surrogate`) or
+#: MiniMax-M1's clipped IS-weight policy gradient (:func:`cispo_surrogate`).
+LOSS_MODES: tuple[str, ...] = ("ppo_clip", "cispo")
 
 #: Log-ratios are clamped to ``[-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP]`` before ``exp`` (k3 KL, importance
 #: ratio) so that ``exp`` cannot overflow (``exp(20) ~ 4.9e8``); inside the range this is exact.
@@ -227,6 +234,25 @@ def importance_log_ratio(
     return seq_log_ratio.detach() + log_probs - log_probs.detach()  # (N, T)  "sequence-token"
 
 
+def _surrogate_inputs(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, clip_range: float,
+                      clip_range_high: float | None) -> tuple[Tensor, float]:
+    """Checked inputs of the surrogates: ``(advantages (N, T) detached, clip_range_high)``.
+
+    Raises:
+        ValueError: wrong shapes (named) or a negative clip range.
+    """
+    _check_2d("log_probs", log_probs)
+    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
+    _check_advantages(advantages, log_probs)
+    clip_range_high = clip_range if clip_range_high is None else clip_range_high
+    if clip_range < 0:
+        raise ValueError(f"clip_range must be >= 0, got {clip_range}")
+    if clip_range_high < 0:
+        raise ValueError(f"clip_range_high must be >= 0, got {clip_range_high}")
+    adv = advantages.detach().to(dtype=log_probs.dtype, device=log_probs.device)
+    return (adv.unsqueeze(1) if adv.dim() == 1 else adv).expand_as(log_probs), clip_range_high  # (N, T)
+
+
 def clipped_surrogate(
     log_probs: Tensor,
     old_log_probs: Tensor,
@@ -276,20 +302,7 @@ def clipped_surrogate(
             ``advantages`` is neither ``(N,)`` nor ``(N, T)``, a clip range is negative, or the level
             is unknown or lacks ``response_mask``.
     """
-    _check_2d("log_probs", log_probs)
-    _check_same("old_log_probs", old_log_probs, "log_probs", log_probs)
-    _check_advantages(advantages, log_probs)
-    if clip_range_high is None:
-        clip_range_high = clip_range
-    if clip_range < 0:
-        raise ValueError(f"clip_range must be >= 0, got {clip_range}")
-    if clip_range_high < 0:
-        raise ValueError(f"clip_range_high must be >= 0, got {clip_range_high}")
-
-    adv = advantages.detach().to(dtype=log_probs.dtype, device=log_probs.device)
-    if adv.dim() == 1:
-        adv = adv.unsqueeze(1)  # (N, 1)
-    adv = adv.expand_as(log_probs)  # (N, T)
+    adv, clip_range_high = _surrogate_inputs(log_probs, old_log_probs, advantages, clip_range, clip_range_high)
 
     log_ratio = importance_log_ratio(log_probs, old_log_probs, response_mask, importance_sampling_level)  # (N, T)
     ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # (N, T)
@@ -297,6 +310,66 @@ def clipped_surrogate(
     surr_clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range_high) * adv  # (N, T)
     is_clipped = surr_clipped < surr_unclipped  # (N, T) bool
     per_token_loss = -torch.where(is_clipped, surr_clipped, surr_unclipped)  # (N, T)
+    return per_token_loss, is_clipped
+
+
+def cispo_surrogate(
+    log_probs: Tensor,
+    old_log_probs: Tensor,
+    advantages: Tensor,
+    clip_range: float = 0.2,
+    clip_range_high: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""CISPO's per-token loss: a REINFORCE term weighted by a clipped, stop-gradient importance ratio.
+
+    MiniMax-M1 (arXiv:2506.13585) eq. 4-5, negated to a loss:
+
+    .. math::
+        L_t = -\,\mathrm{sg}\big[\hat\rho_t\big]\, \hat A_t \log\pi_\theta(o_t), \qquad
+        \hat\rho_t = \mathrm{clip}(\rho_t, 1 - \epsilon_{low}, 1 + \epsilon_{high}), \qquad
+        \rho_t = \frac{\pi_\theta(o_t)}{\pi_{old}(o_t)}.
+
+    The clip bounds the *weight* only: the gradient w.r.t. ``log_probs[t]`` is ``-clip(rho_t) * A_t`` on every
+    token, never 0, whereas :func:`clipped_surrogate` cuts the gradient of clipped tokens. MiniMax-M1 sets no
+    lower bound (``clip_range=1.0`` gives ``1 - 1.0 = 0``) and tunes only :math:`\epsilon_{high}`; TRL's
+    ``loss_type="cispo"`` clamps at ``epsilon_high`` (= ``1 + clip_range_high``). Token level only. The
+    log-ratio is clamped to ``[-20, 20]`` before ``exp`` (:data:`LOG_RATIO_CLAMP`); as the weight is detached
+    this bounds its value but never removes a gradient. The loss *value* depends on ``log_probs`` itself
+    (not a ratio), so only its gradient is comparable with :func:`clipped_surrogate`'s.
+
+    Args:
+        log_probs: Log-probabilities of the sampled tokens under the current policy, ``(N, T)`` (with grad).
+        old_log_probs: Log-probabilities under the sampling policy, ``(N, T)`` (detached).
+        advantages: ``(N, T)`` per-token, or ``(N,)`` per-sequence (broadcast over ``T``); detached.
+        clip_range: :math:`\epsilon_{low}` (and :math:`\epsilon_{high}` by default), >= 0; 1.0 or more
+            removes the lower bound.
+        clip_range_high: :math:`\epsilon_{high}` >= 0; defaults to ``clip_range``.
+
+    Returns:
+        ``(per_token_loss, is_clipped)``: float ``(N, T)`` (not masked) and bool ``(N, T)``, True where the
+        weight was clamped (``rho`` outside ``[1 - eps_low, 1 + eps_high]``, whatever the sign of ``A``).
+
+    Raises:
+        ValueError: If ``log_probs`` is not 2-D, ``old_log_probs`` does not have its shape, ``advantages`` is
+            neither ``(N,)`` nor ``(N, T)``, or a clip range is negative.
+
+    Example:
+        Ratios 0.5 and 2.0 with ``A = 1``, weight clipped to ``[0, 1.5]``: weights 0.5 and 1.5 (clamped),
+        gradients ``-0.5`` and ``-1.5``.
+
+        >>> lp = torch.log(torch.tensor([[0.5, 2.0]])).requires_grad_(True)
+        >>> loss, clipped = cispo_surrogate(lp, torch.zeros(1, 2), torch.tensor([1.0]), 1.0, 0.5)
+        >>> loss.sum().backward()
+        >>> lp.grad, clipped
+        (tensor([[-0.5000, -1.5000]]), tensor([[False,  True]]))
+    """
+    adv, clip_range_high = _surrogate_inputs(log_probs, old_log_probs, advantages, clip_range, clip_range_high)
+    log_ratio = (log_probs - old_log_probs.detach()).detach()  # (N, T) token level
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # (N, T)
+    low, high = 1.0 - clip_range, 1.0 + clip_range_high
+    is_clipped = (ratio < low) | (ratio > high)  # (N, T) bool
+    weight = ratio.clamp(low, high)  # (N, T) detached: sg[clip(rho)]
+    per_token_loss = -weight * adv * log_probs  # (N, T)
     return per_token_loss, is_clipped
 
 
@@ -317,9 +390,16 @@ def _check_policy_tensors(
 
 
 def _check_policy_options(
-    ref_log_probs: Tensor | None, beta: float, kl_estimator: str, loss_aggregation: str
+    ref_log_probs: Tensor | None, beta: float, kl_estimator: str, loss_aggregation: str, loss_mode: str,
+    importance_sampling_level: str,
 ) -> None:
     """Check the scalar options of :func:`policy_loss` (``ValueError`` naming the culprit)."""
+    if loss_mode not in LOSS_MODES:
+        raise ValueError(f"loss_mode must be one of {list(LOSS_MODES)}, got {loss_mode!r}")
+    if loss_mode == "cispo" and importance_sampling_level != "token":
+        raise ValueError(
+            f"loss_mode='cispo' is token level only, got importance_sampling_level={importance_sampling_level!r}"
+        )
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta > 0 and ref_log_probs is None:
@@ -343,18 +423,24 @@ def _policy_per_token(
     kl_estimator: str,
     response_mask: Tensor,
     importance_sampling_level: str,
+    loss_mode: str = "ppo_clip",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Per-token terms of :func:`policy_loss`.
 
     Returns:
         ``(per_token, surrogate, is_clipped, kl)``, each ``(N, T)``: the per-token loss
-        (surrogate + ``beta`` * kl), the clipped surrogate, its clip mask, and the KL estimate
+        (surrogate + ``beta`` * kl), the surrogate of ``loss_mode``, its clip mask, and the KL estimate
         (None if ``ref_log_probs`` is None).
     """
-    surrogate, is_clipped = clipped_surrogate(
-        log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high,
-        response_mask=response_mask, importance_sampling_level=importance_sampling_level,
-    )  # (N, T), (N, T)
+    if loss_mode == "cispo":
+        surrogate, is_clipped = cispo_surrogate(
+            log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high
+        )  # (N, T), (N, T)
+    else:
+        surrogate, is_clipped = clipped_surrogate(
+            log_probs, old_log_probs, advantages, clip_range=clip_range, clip_range_high=clip_range_high,
+            response_mask=response_mask, importance_sampling_level=importance_sampling_level,
+        )  # (N, T), (N, T)
     per_token = surrogate  # (N, T)
     kl = None
     if ref_log_probs is not None:
@@ -404,6 +490,7 @@ def policy_loss(
     loss_aggregation: str = "seq-mean-token-mean",
     max_len: int | None = None,
     importance_sampling_level: str = "token",
+    loss_mode: str = "ppo_clip",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The GRPO objective (DeepSeekMath arXiv:2402.03300 eq. 3), negated to a loss to minimise.
 
@@ -414,11 +501,8 @@ def policy_loss(
                   \mathrm{clip}(\rho_{i,t}, 1-\epsilon_{low}, 1+\epsilon_{high}) \hat A_{i,t}\right)
                   + \beta\, \hat D_{KL}[\pi_\theta \| \pi_{ref}]_{i,t}
 
-    ``loss_aggregation="seq-mean-token-mean"`` with the k3 estimator is exactly -eq. 3; ``"token-mean"`` with
-    ``clip_range_high > clip_range`` and ``beta=0`` gives DAPO; ``"seq-mean-token-sum-norm"`` with
-    ``group_normalized(..., scale="none")`` gives Dr. GRPO; ``beta=0`` + GAE advantages is PPO's policy loss;
-    ``importance_sampling_level="sequence"`` with ``beta=0`` and clip ranges 3e-4 / 4e-4 gives GSPO (eq. 5).
-    With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient w.r.t.
+    ``"seq-mean-token-mean"`` with k3 is exactly -eq. 3; the other presets (DAPO, Dr. GRPO, PPO, GSPO eq. 5,
+    CISPO via ``loss_mode="cispo"``, :func:`cispo_surrogate`) are options of it (docs/algorithms/). With ``pi_old = pi_theta`` (one update per batch) and ``"seq-mean-token-mean"``, the gradient w.r.t.
     ``log_probs[i, t]`` is ``-(1/N)(1/|o_i|)(A_{i,t} + beta (pi_ref/pi_theta - 1))`` (DeepSeekMath A.1.6).
 
     Args:
@@ -436,17 +520,21 @@ def policy_loss(
         loss_aggregation: One of :data:`AGGREGATION_MODES`.
         max_len: Normaliser of ``"seq-mean-token-sum-norm"`` (default ``T``).
         importance_sampling_level: ``"token"`` (PPO/GRPO/DAPO), ``"sequence"`` (GSPO) or
-            ``"sequence-token"`` (GSPO-token); see :func:`importance_log_ratio`.
+            ``"sequence-token"`` (GSPO-token); see :func:`importance_log_ratio`. ``"cispo"`` needs ``"token"``.
+        loss_mode: One of :data:`LOSS_MODES`: ``"ppo_clip"`` (:func:`clipped_surrogate`, default) or
+            ``"cispo"`` (:func:`cispo_surrogate`). The KL term and the aggregation are the same for both.
 
     Returns:
         ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d statistics:
 
-        * ``"policy_loss"``: the clipped-surrogate part alone, aggregated like the loss.
+        * ``"policy_loss"``: the surrogate part alone (clipped surrogate or CISPO term), aggregated like the
+          loss.
         * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
           estimate of KL(pi_theta || pi_ref), in nats.
         * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
           (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``. At the sequence
-          levels a clipped sequence counts with all its tokens.
+          levels a clipped sequence counts with all its tokens. With ``"cispo"``: where the weight was
+          clamped (``is_clipped`` of :func:`cispo_surrogate`; the gradient is kept).
         * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with ``rho = pi_theta / pi_old``
           (log-ratio clamped to ``[-20, 20]``): the k3 estimate of KL(pi_old || pi_theta) with the samples
           drawn from pi_old (as SB3's PPO ``approx_kl``), in nats, >= 0; 0 when ``pi_theta == pi_old``.
@@ -454,13 +542,14 @@ def policy_loss(
 
     Raises:
         ValueError: If a tensor has the wrong shape (the message names it), ``beta < 0``,
-            ``beta > 0`` without ``ref_log_probs``, or an option is not a valid value.
+            ``beta > 0`` without ``ref_log_probs``, an option is not a valid value, or ``loss_mode="cispo"``
+            is combined with a sequence ``importance_sampling_level``.
     """
     _check_policy_tensors(log_probs, old_log_probs, advantages, response_mask, ref_log_probs)
-    _check_policy_options(ref_log_probs, beta, kl_estimator, loss_aggregation)
+    _check_policy_options(ref_log_probs, beta, kl_estimator, loss_aggregation, loss_mode, importance_sampling_level)
     per_token, surrogate, is_clipped, kl = _policy_per_token(
         log_probs, old_log_probs, advantages, ref_log_probs, clip_range, clip_range_high, beta, kl_estimator,
-        response_mask, importance_sampling_level,
+        response_mask, importance_sampling_level, loss_mode,
     )  # (N, T) each; kl is None without ref_log_probs
     loss = aggregate(per_token, response_mask, loss_aggregation, max_len=max_len)  # ()
     return loss, _policy_stats(

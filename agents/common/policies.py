@@ -180,7 +180,7 @@ class LLMActorCriticPolicy(LLMPolicy):
     **Value position.** ``values[:, t] = V(s_t)`` with ``s_t = (q, o_<t)``, the state *before* response
     token ``o_t`` is emitted. It is read from the hidden state at the same position as the logits of
     ``pi(o_t | s_t)`` (the last prompt token for ``t = 0``), so one forward gives both. With this convention
-    GAE's ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)`` (:func:`~agents.common.advantages.gae`) uses ``r_t``,
+    GAE's ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)`` (:func:`~agents.common.returns.gae`) uses ``r_t``,
     the reward for emitting ``o_t`` (outcome on the last real token, KL penalty on every token), and the
     value after the last real token is 0 (the episode ends with it).
 

@@ -1,8 +1,10 @@
 """Environments: sequence level (one step = one response), token level (one step = one token), vector env."""
 
+from llm_gym.envs.batch_scoring import prime_sequence_rollout
 from llm_gym.envs.common import DEFAULT_PROMPT_TEMPLATE, LLMEnvBase
 from llm_gym.envs.sequence import SequenceEnv
 from llm_gym.envs.token import TokenEnv
 from llm_gym.envs.vector import GroupVecEnv, make_group_vec_env
 
-__all__ = ["DEFAULT_PROMPT_TEMPLATE", "GroupVecEnv", "LLMEnvBase", "SequenceEnv", "TokenEnv", "make_group_vec_env"]
+__all__ = ["DEFAULT_PROMPT_TEMPLATE", "GroupVecEnv", "LLMEnvBase", "SequenceEnv", "TokenEnv", "make_group_vec_env",
+           "prime_sequence_rollout"]

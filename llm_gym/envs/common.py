@@ -2,17 +2,22 @@
 
 :class:`LLMEnvBase` owns what both granularities have in common: the model handle, the problems and
 their prompts, the prompt-length checks, problem selection at reset, the left-padded prompt
-observation, the reset info, scoring a finished response (decode + :class:`CombinedReward`) and process
-supervision (step rewards from a process reward function, :meth:`LLMEnvBase.process_rewards`).
+observation, the reset info, scoring finished responses (decode + :class:`CombinedReward`; one response,
+:meth:`LLMEnvBase.score_response`, or a batch with each reward function called once,
+:meth:`LLMEnvBase.score_batch`), precomputed scores a sequence-level step can use
+(:meth:`LLMEnvBase.prime_scores`) and process supervision (step rewards from a process reward function,
+:meth:`LLMEnvBase.process_rewards`).
 :class:`~llm_gym.envs.sequence.SequenceEnv` and :class:`~llm_gym.envs.token.TokenEnv` add their spaces,
 ``reset`` and ``step``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -23,6 +28,15 @@ from llm_gym.rewards.process import ProcessRewardFunction, call_process_reward_f
 from llm_gym.tasks import Problem, get_problems, load_jsonl
 
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPut your final answer within \\boxed{{}}."
+
+
+class _PrimedScore(NamedTuple):
+    """One precomputed ``SequenceEnv.step`` result, used when the step's problem and action match."""
+
+    problem_id: int
+    response_ids: np.ndarray  # (T,) int64
+    reward: float
+    info: dict[str, Any]
 
 
 class LLMEnvBase(gym.Env):
@@ -77,6 +91,7 @@ class LLMEnvBase(gym.Env):
         self._problem_id: int | None = None
         self._prompt: dict[str, np.ndarray] | None = None
         self._last_text = ""
+        self._primed: deque[_PrimedScore] = deque()
 
     def _make_spaces(self) -> tuple[gym.Space, gym.Space]:
         """``(observation_space, action_space)``; called at the end of the constructor."""
@@ -141,9 +156,12 @@ class LLMEnvBase(gym.Env):
         return {key: value.copy() for key, value in self._prompt.items()}
 
     def _info(self) -> dict[str, Any]:
-        p = self.problems[self._problem_id]
-        return {"problem_id": self._problem_id, "problem": p.id, "prompt_text": self.prompts[self._problem_id],
-                "answer": p.answer}
+        return self._problem_info(self._problem_id)
+
+    def _problem_info(self, k: int) -> dict[str, Any]:
+        """The reset info of problem ``k`` (``problem_id``, ``problem``, ``prompt_text``, ``answer``)."""
+        p = self.problems[k]
+        return {"problem_id": k, "problem": p.id, "prompt_text": self.prompts[k], "answer": p.answer}
 
     def set_process_reward_fn(self, fn: ProcessRewardFunction | None, delimiter: str | None = None) -> None:
         """Turn process supervision on (or off with ``fn=None``) and set the step delimiter.
@@ -203,16 +221,121 @@ class LLMEnvBase(gym.Env):
         if self._problem_id is None:
             raise RuntimeError("Call reset() before process_rewards(): the steps are scored against a problem.")
         final = self._response_finished() if final is None else bool(final)
-        steps = split_steps(response_ids, self.lm.tokenizer, self.step_delimiter, final=final)
-        if not steps:
-            return []
-        prompt, p = self.prompts[self._problem_id], self.problems[self._problem_id]
-        values = call_process_reward_fn(self.process_reward_fn, [prompt], [[s.text for s in steps]], [p.answer],
-                                        timeout=self.reward_timeout, **problem_fields([p]))[0]
-        return [(step.end_index, value) for step, value in zip(steps, values, strict=True) if value is not None]
+        return self._batch_process_rewards([self._problem_id], [response_ids], final)[0]
+
+    def _batch_process_rewards(self, problem_ids: Sequence[int], responses: Sequence[np.ndarray], final: bool
+                               ) -> list[list[tuple[int, float]]]:
+        """:meth:`process_rewards` of ``n`` responses with ONE call of ``process_reward_fn``.
+
+        Each response is split into steps (:func:`~llm_gym.rewards.process.split_steps`); the responses that
+        have at least one step are scored together in one :func:`call_process_reward_fn` call (a response
+        without steps is not passed, as in the one-response path: the function never sees an empty step list).
+
+        Args:
+            problem_ids: ``n`` problem indices.
+            responses: ``n`` arrays ``(n_i,)`` of real tokens (EOS included, no padding).
+            final: Whether the responses are finished (their last segment is a step).
+
+        Returns:
+            ``n`` lists of ``(token_index, reward)``, as :meth:`process_rewards`.
+        """
+        out: list[list[tuple[int, float]]] = [[] for _ in problem_ids]
+        if self.process_reward_fn is None:
+            return out
+        steps = [split_steps(ids, self.lm.tokenizer, self.step_delimiter, final=final) for ids in responses]
+        rows = [r for r, row_steps in enumerate(steps) if row_steps]
+        if not rows:
+            return out
+        problems = [self.problems[problem_ids[r]] for r in rows]
+        values = call_process_reward_fn(self.process_reward_fn, [self.prompts[problem_ids[r]] for r in rows],
+                                        [[s.text for s in steps[r]] for r in rows], [p.answer for p in problems],
+                                        timeout=self.reward_timeout, **problem_fields(problems))
+        for r, row_values in zip(rows, values, strict=True):
+            out[r] = [(step.end_index, v) for step, v in zip(steps[r], row_values, strict=True) if v is not None]
+        return out
+
+    def _step_rewards(self, problem_ids: list[int], responses: list[np.ndarray]) -> list[list[tuple[int, float]]]:
+        """Step rewards of ``n`` finished responses: one batched call, or a subclass's :meth:`process_rewards`.
+
+        A subclass (or a test) that overrides :meth:`process_rewards` keeps its per-response hook: it is
+        called once per response with the env's problem temporarily set to that response's problem.
+        """
+        if type(self).process_rewards is LLMEnvBase.process_rewards:
+            return self._batch_process_rewards(problem_ids, responses, final=True)
+        current, out = self._problem_id, []
+        try:
+            for k, ids in zip(problem_ids, responses, strict=True):
+                self._problem_id = k
+                out.append(self.process_rewards(ids))
+        finally:
+            self._problem_id = current
+        return out
+
+    def score_batch(self, problem_ids: Sequence[int], response_ids: np.ndarray
+                    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Decode and score ``n`` finished responses, each reward function called once for all of them.
+
+        A pure function of its arguments: it neither needs nor changes the current episode. Row ``r`` gets
+        exactly what :meth:`score_response` gives for ``response_ids[r]`` after a reset on
+        ``problem_ids[r]`` (same reward, same info), but the responses are decoded as one batch, the
+        env's reward (:class:`CombinedReward`: each component once with all ``n``), the accuracy fallback
+        (:func:`math_answer_reward`, when ``"accuracy"`` is not a component) and ``process_reward_fn``
+        are each called once. Functions that score rows independently give identical values either way.
+
+        Args:
+            problem_ids: ``n`` problem indices (``0 .. n_problems - 1``).
+            response_ids: ``(n, T)`` int ids, each row right-padded like a ``SequenceEnv`` action (a row
+                ends at its first EOS, included; without EOS trailing pad ids are padding).
+
+        Returns:
+            ``(rewards, infos)``: ``(n,)`` float64 totals and ``n`` info dicts (``_info()`` keys of the row's
+            problem plus ``response_text``, ``response_length``, ``reward_components``, ``accuracy``,
+            ``step_rewards``, ``truncated_by_length``).
+
+        Raises:
+            ValueError: ``response_ids`` not 2-D, its row count not ``len(problem_ids)``, or a problem index
+                out of range.
+            RewardFunctionError: a reward function failed (names it).
+        """
+        import torch
+
+        pids, ids = self._check_batch(problem_ids, response_ids)
+        if not pids:
+            return np.zeros(0, dtype=np.float64), []
+        ids_t = torch.as_tensor(ids)
+        mask = self.lm.response_mask(ids_t)  # (n, T)
+        texts = self.lm.decode(ids_t, mask)
+        prompts, problems = [self.prompts[k] for k in pids], [self.problems[k] for k in pids]
+        answers = [p.answer for p in problems]
+        total, components = self.reward.compute(prompts, texts, answers, **problem_fields(problems))
+        accuracy = components["accuracy"] if "accuracy" in components else math_answer_reward(
+            prompts, texts, answers)
+        n_tokens = [int(n) for n in mask.sum(dim=-1).tolist()]
+        step_rewards = self._step_rewards(pids, [ids[r, :n] for r, n in enumerate(n_tokens)])
+        infos = [self._problem_info(k) | {
+            "response_text": texts[r],
+            "response_length": n_tokens[r],
+            "reward_components": {name: float(v[r]) for name, v in components.items()},
+            "accuracy": float(accuracy[r]),
+            "step_rewards": [(int(i), float(v)) for i, v in step_rewards[r]],
+            "truncated_by_length": bool(n_tokens[r] == self.max_new_tokens and ids[r, -1] != self.lm.eos_token_id),
+        } for r, k in enumerate(pids)]
+        return np.asarray(total, dtype=np.float64), infos
+
+    def _check_batch(self, problem_ids: Sequence[int], response_ids: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """``(problem ids as ints, (n, T) int64 ids)``; raises ``ValueError`` on a shape or range error."""
+        ids = np.asarray(response_ids)
+        pids = [int(k) for k in np.asarray(problem_ids).reshape(-1)]
+        if ids.ndim != 2 or ids.shape[0] != len(pids):
+            raise ValueError(f"score_batch needs (n, T) response ids with n = len(problem_ids) = {len(pids)}, got "
+                             f"shape {ids.shape}.")
+        bad = [k for k in pids if not 0 <= k < self.n_problems]
+        if bad:
+            raise ValueError(f"problem_id={bad[0]} is outside 0..{self.n_problems - 1}")
+        return pids, ids.astype(np.int64, copy=False)
 
     def score_response(self, response_ids: np.ndarray) -> tuple[float, dict[str, Any]]:
-        """Decode and score one finished response with the env's reward.
+        """Decode and score one finished response of the current problem (:meth:`score_batch` on one row).
 
         Args:
             response_ids: ``(T,)`` int64 ids, right-padded with the pad id (the response ends at its
@@ -224,29 +347,61 @@ class LLMEnvBase(gym.Env):
             ``truncated_by_length``).
 
         Raises:
+            RuntimeError: before the first ``reset``.
             RewardFunctionError: a reward function failed (names it).
         """
-        import torch
+        if self._problem_id is None:
+            raise RuntimeError("Call reset() before score_response(): the response is scored against a problem.")
+        rewards, infos = self.score_batch([self._problem_id], np.asarray(response_ids)[None])
+        self._last_text = infos[0]["response_text"]
+        return float(rewards[0]), infos[0]
 
-        ids_t = torch.as_tensor(response_ids)[None]
-        mask = self.lm.response_mask(ids_t)
-        text = self.lm.decode(ids_t, mask)[0]
-        prompt, p = self.prompts[self._problem_id], self.problems[self._problem_id]
-        total, components = self.reward.compute([prompt], [text], [p.answer], **problem_fields([p]))
-        accuracy = components["accuracy"][0] if "accuracy" in components else math_answer_reward(
-            [prompt], [text], [p.answer])[0]
-        n_tokens = int(mask.sum())
-        info = self._info() | {
-            "response_text": text,
-            "response_length": n_tokens,
-            "reward_components": {name: float(v[0]) for name, v in components.items()},
-            "accuracy": float(accuracy),
-            "step_rewards": [(int(i), float(r)) for i, r in self.process_rewards(response_ids[:n_tokens])],
-            "truncated_by_length": bool(
-                n_tokens == self.max_new_tokens and response_ids[-1] != self.lm.eos_token_id),
-        }
-        self._last_text = text
-        return float(total[0]), info
+    # ----------------------------------------------------------------- primed scores
+    def prime_scores(self, problem_ids: Sequence[int], response_ids: np.ndarray, rewards: Sequence[float],
+                     infos: Sequence[dict[str, Any]]) -> None:
+        """Queue precomputed scores (from :meth:`score_batch`) for the next sequence-level steps.
+
+        ``SequenceEnv.step`` takes the queue's head instead of scoring when the head's problem is the
+        current one and its ids equal the action's; on a mismatch it clears the queue and scores as usual,
+        so a wrong or stale entry can cost time, never correctness. ``reset`` keeps the queue (a rollout
+        resets between steps). :func:`llm_gym.envs.batch_scoring.prime_sequence_rollout` fills it.
+
+        Args:
+            problem_ids: ``n`` problem indices, in the order the steps will come.
+            response_ids: ``(n, T)`` int ids, the actions.
+            rewards: ``n`` rewards.
+            infos: ``n`` info dicts (a deep copy is returned by the step that uses one).
+
+        Raises:
+            ValueError: the four arguments differ in length, or ``response_ids`` is not 2-D.
+        """
+        ids = np.asarray(response_ids)
+        if ids.ndim != 2 or not len(problem_ids) == ids.shape[0] == len(rewards) == len(infos):
+            raise ValueError(f"prime_scores needs n problem ids, (n, T) response ids, n rewards and n infos; got "
+                             f"{len(problem_ids)}, shape {ids.shape}, {len(rewards)} and {len(infos)}.")
+        for k, row, reward, info in zip(problem_ids, ids.astype(np.int64), rewards, infos, strict=True):
+            self._primed.append(_PrimedScore(int(k), row.copy(), float(reward), info))
+
+    def clear_primed(self) -> None:
+        """Drop every queued score (see :meth:`prime_scores`)."""
+        self._primed.clear()
+
+    @property
+    def n_primed(self) -> int:
+        """Number of queued scores (see :meth:`prime_scores`)."""
+        return len(self._primed)
+
+    def _take_primed(self, response_ids: np.ndarray) -> tuple[float, dict[str, Any]] | None:
+        """The queued ``(reward, info copy)`` for this step's problem and action, or None (queue cleared)."""
+        if not self._primed:
+            return None
+        head = self._primed[0]
+        if head.problem_id == self._problem_id and np.array_equal(head.response_ids, response_ids):
+            self._primed.popleft()
+            self._last_text = head.info["response_text"]
+            return head.reward, copy.deepcopy(head.info)
+        self._primed.clear()
+        return None
 
     def render(self) -> str | None:
         """``"ansi"``: the current prompt and the last response as text."""

@@ -41,6 +41,12 @@ class SequenceEnv(LLMEnvBase):
     Episode: ``reset`` picks a problem (``options={"problem_id": k}`` or a draw from ``np_random``);
     ``step`` scores the response and terminates.
 
+    Batched scoring: :meth:`score_batch` scores ``n`` responses with each reward function called once;
+    :meth:`prime_scores` queues such results and ``step`` uses the queue's head when its problem and ids
+    match the step's (else it clears the queue and scores as usual), so a whole rollout can be scored
+    in one batch while every step still returns its own reward and info
+    (:func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout` does this for a vector env).
+
     Info keys: ``problem_id`` (int index), ``problem`` (its string id), ``prompt_text``, ``answer``; after
     ``step`` also ``response_text``, ``response_length`` (tokens), ``reward_components``, ``accuracy``,
     ``step_rewards`` (list of ``(token_index, reward)``; empty without process supervision) and
@@ -103,6 +109,9 @@ class SequenceEnv(LLMEnvBase):
     def step(self, action):
         """Score a whole response and end the episode.
 
+        A queued score (:meth:`prime_scores`) for this problem and exactly these ids is used instead of
+        scoring; the result is the same.
+
         Args:
             action: ``(max_new_tokens,)`` int token ids (see class docstring for the padding rule).
 
@@ -116,7 +125,8 @@ class SequenceEnv(LLMEnvBase):
         if self._problem_id is None:
             raise RuntimeError("Call reset() before step().")
         ids = _check_action(action, self.max_new_tokens, self.lm.vocab_size)
-        reward, info = self.score_response(ids)
+        primed = self._take_primed(ids)
+        reward, info = self.score_response(ids) if primed is None else primed
         return self.prompt_obs(), reward, True, False, info
 
 

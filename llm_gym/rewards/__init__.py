@@ -5,11 +5,13 @@ Every reward function is batched: ``fn(prompts, responses, answers, **problem_fi
 take a weighted sum of several; both take ``timeout=seconds`` so a hung verifier cannot hang training.
 Length shaping (:func:`length_penalty`, :func:`overlong_penalty`) works on token counts. Process
 supervision: :func:`split_steps` and process reward functions (:func:`arithmetic_step_reward`), batched as
-``fn(prompts, steps, answers, **fields) -> list[list[float | None]]``.
+``fn(prompts, steps, answers, **fields) -> list[list[float | None]]``. :func:`from_trl` adapts a reward
+function written for TRL's ``GRPOTrainer``.
 """
 
 from __future__ import annotations
 
+from llm_gym.rewards.adapters import from_trl
 from llm_gym.rewards.base import (
     CombinedReward,
     RewardFunction,
@@ -48,6 +50,7 @@ __all__ = [
     "call_reward_fn",
     "check_arithmetic_step",
     "extract_answer",
+    "from_trl",
     "length_penalty",
     "math_answer_reward",
     "overlong_penalty",

@@ -379,19 +379,23 @@ class RewardModelScorer(_ClassifierScorer):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Scores ``(N,)`` float64: P("correct") for a 2-label head, the raw logit for a 1-label head.
 
-        Runs in micro-batches of :attr:`batch_size` on the model's device, without grad.
+        Runs in micro-batches of :attr:`batch_size` on the model's device, without grad. Pairs are
+        grouped by length (characters) before batching, so a micro-batch pads little; the scores come back
+        in the input order.
 
         Raises:
             ValueError: ``prompts`` and ``responses`` have different lengths.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{self.name}: got {len(prompts)} prompts but {len(responses)} responses.")
-        out = []
-        for lo in range(0, len(responses), self.batch_size):
-            encoding = encode_pairs(self.tokenizer, prompts[lo:lo + self.batch_size],
-                                    responses[lo:lo + self.batch_size], self.max_length)
-            out.append(self._scores(self._forward(encoding)).cpu())  # (b,)
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses, strict=True)], kind="stable")
+        scores = np.zeros(len(responses))
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo:lo + self.batch_size]
+            encoding = encode_pairs(self.tokenizer, [prompts[i] for i in rows], [responses[i] for i in rows],
+                                    self.max_length)
+            scores[rows] = self._scores(self._forward(encoding)).cpu().double().numpy()  # (b,)
+        return scores
 
     def __call__(self, prompts: list[str], responses: list[str], answers: list[str], **problem_fields: Any
                  ) -> list[float]:

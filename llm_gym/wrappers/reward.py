@@ -18,6 +18,13 @@ Two kinds:
 sum to the reward only when no per-step transform or ``replace=True`` sits outside them. A name already
 in the dict (e.g. two ``FormatReward`` wrappers) gets a suffix: ``format``, ``format_2``, ...
 
+**Batched scoring.** Each episode-end term also computes ``n`` rows at once (:meth:`_EpisodeEndTerm.terms`;
+:class:`RewardFunction` and its subclasses call their function once with all ``n``) and takes a queue of
+precomputed terms (:meth:`_EpisodeEndTerm.prime_terms`), used on the episode's last step when the step's
+:meth:`_EpisodeEndTerm.prime_key` matches the queue's head.
+:func:`llm_gym.envs.batch_scoring.prime_sequence_rollout` uses both to score a whole sequence-level
+rollout with one call per reward function while every step still returns its own reward and info.
+
 >>> import gymnasium as gym, llm_gym  # doctest: +SKIP
 >>> env = gym.make("LLMMath-v0", format_weight=0.0)  # doctest: +SKIP
 >>> env = ScaleReward(LengthPenalty(FormatReward(env, weight=0.1), coef=0.05), 2.0)  # doctest: +SKIP
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections import deque
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -87,13 +95,84 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}.")
         self.name = name
         self.replace = bool(replace)
+        self._primed_terms: deque[tuple[tuple, float]] = deque()
 
     def term(self, info: dict[str, Any]) -> float:
         """The term for the finished response described by the last step's ``info``."""
         raise NotImplementedError
 
+    def terms(self, infos: list[dict[str, Any]]) -> list[float]:
+        """The terms of ``n`` finished responses (one ``info`` each); default: :meth:`term` per row.
+
+        Subclasses that call a batched function override it to call the function once for all rows
+        (:class:`RewardFunction`). Row ``r`` must equal ``term(infos[r])``.
+        """
+        return [float(self.term(info)) for info in infos]
+
+    def prime_key(self, info: dict[str, Any]) -> tuple:
+        """What the term depends on: ``(problem_id, response_text, response_length)`` of the step's ``info``.
+
+        A primed term (:meth:`prime_terms`) is used only when the step's key equals the queued one. A
+        subclass whose term reads other ``info`` keys overrides this to include them.
+        """
+        return info.get("problem_id"), info.get("response_text"), info.get("response_length")
+
+    def prime_terms(self, keys: list[tuple], values: list[float]) -> None:
+        """Queue precomputed terms for the next episode ends, in order (``n`` keys, ``n`` values).
+
+        On an episode's last step the queue's head is used instead of :meth:`term` when its key equals
+        :meth:`prime_key` of the step's ``info``; on a mismatch the queue is cleared and the term is
+        computed as usual (priming never changes a result). ``reset`` keeps the queue.
+        :func:`llm_gym.envs.batch_scoring.prime_sequence_rollout` fills it.
+
+        Raises:
+            ValueError: ``keys`` and ``values`` differ in length.
+        """
+        if len(keys) != len(values):
+            raise ValueError(f"prime_terms needs one value per key, got {len(keys)} keys and {len(values)} values.")
+        self._primed_terms.extend((key, float(value)) for key, value in zip(keys, values, strict=True))
+
+    def clear_primed(self) -> None:
+        """Drop this wrapper's queued terms and every queued result of the layers below it."""
+        self._primed_terms.clear()
+        try:
+            self.env.get_wrapper_attr("clear_primed")()
+        except AttributeError:
+            pass
+
+    @property
+    def n_primed(self) -> int:
+        """Number of queued terms of this wrapper (see :meth:`prime_terms`)."""
+        return len(self._primed_terms)
+
+    def _take_primed(self, info: dict[str, Any]) -> float | None:
+        """The queued term for this ``info`` (popped), or None (the queue is cleared on a mismatch)."""
+        if not self._primed_terms:
+            return None
+        key, value = self._primed_terms[0]
+        if key == self.prime_key(info):
+            self._primed_terms.popleft()
+            return value
+        self._primed_terms.clear()
+        return None
+
+    def apply_term(self, reward: SupportsFloat, info: dict[str, Any], value: float
+                   ) -> tuple[float, dict[str, Any]]:
+        """``(reward, info)`` of the episode's last step with the term ``value`` added (or substituted).
+
+        ``info`` is not mutated: the result holds a copy of ``info["reward_components"]`` with the term
+        under :attr:`name` (suffixed when the name is taken).
+        """
+        value = float(value)
+        reward = value if self.replace else float(reward) + value
+        components = dict(info.get("reward_components", {}))
+        components[_unique_key(components, self.name)] = value
+        return reward, {**info, "reward_components": components}
+
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the env; on the episode's last step add (or substitute) the term and record it in ``info``.
+
+        The term is the queued one when :meth:`prime_terms` queued it for this response, else :meth:`term`.
 
         Raises:
             RuntimeError: The last step's info lacks a key the term needs (not an llm-gym env, or an
@@ -108,11 +187,8 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
                     f"wrapped env did not provide it. Wrap an llm-gym SequenceEnv or TokenEnv, and do not "
                     f"put a wrapper that ends episodes mid-response (e.g. TimeLimit) inside this one."
                 )
-            value = float(self.term(info))
-            reward = value if self.replace else float(reward) + value
-            components = dict(info.get("reward_components", {}))
-            components[_unique_key(components, self.name)] = value
-            info = {**info, "reward_components": components}
+            value = self._take_primed(info)
+            reward, info = self.apply_term(reward, info, float(self.term(info)) if value is None else value)
         return obs, reward, terminated, truncated, info
 
 
@@ -189,7 +265,8 @@ class RewardFunction(_EpisodeEndTerm):
     On the step that ends the episode ``fn`` is called through :func:`llm_gym.rewards.call_reward_fn`
     (validated, optional ``timeout``) on a batch of one: ``[info["prompt_text"]]``,
     ``[info["response_text"]]``, ``[info["answer"]]`` plus the env's problem fields (``problem_ids``,
-    ``solutions``), exactly as the env calls its own ``reward_fn``. ``None`` (no opinion) counts as 0.0.
+    ``solutions``), exactly as the env calls its own ``reward_fn``; :meth:`terms` (used by
+    :func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout`) calls it once for ``n`` responses. ``None`` (no opinion) counts as 0.0.
     ``weight * value`` is added to the reward, or with ``replace=True`` becomes the reward, and is
     recorded in ``info["reward_components"][name]``. With ``replace=True`` and ``weight=1`` the wrapped
     env pays what the env built with ``reward_fn=fn`` pays. (This wrapper plugs in a function satisfying
@@ -236,17 +313,30 @@ class RewardFunction(_EpisodeEndTerm):
 
     def term(self, info: dict[str, Any]) -> float:
         """``weight * fn([prompt_text], [response_text], [answer], **problem_fields)[0]``."""
-        out = call_reward_fn(self.fn, [info["prompt_text"]], [info["response_text"]], [info["answer"]],
-                             timeout=self.timeout, **self._problem_fields(info))
-        return self.weight * float(out.values[0])
+        return self.terms([info])[0]
 
-    def _problem_fields(self, info: dict[str, Any]) -> dict[str, list]:
-        """The env's extra reward-function fields for this episode's problem (``{}`` without ``problems``)."""
+    def terms(self, infos: list[dict[str, Any]]) -> list[float]:
+        """``weight * fn(prompts, responses, answers, **problem_fields)`` for ``n`` rows, ONE call of ``fn``.
+
+        Args:
+            infos: ``n`` last-step infos (``prompt_text``, ``response_text``, ``answer``, ``problem_id``).
+
+        Returns:
+            ``n`` weighted values (``None`` counts as 0.0); ``[]`` without calling ``fn`` when ``n = 0``.
+        """
+        if not infos:
+            return []
+        out = call_reward_fn(self.fn, [i["prompt_text"] for i in infos], [i["response_text"] for i in infos],
+                             [i["answer"] for i in infos], timeout=self.timeout, **self._problem_fields(infos))
+        return [self.weight * float(v) for v in out.values]
+
+    def _problem_fields(self, infos: list[dict[str, Any]]) -> dict[str, list]:
+        """The env's extra reward-function fields for the rows' problems (``{}`` without ``problems``)."""
         try:
             problems = self.env.get_wrapper_attr("problems")
         except AttributeError:
             return {}
-        return problem_fields([problems[info["problem_id"]]])
+        return problem_fields([problems[i["problem_id"]] for i in infos])
 
 
 class RewardModel(RewardFunction):
@@ -255,7 +345,8 @@ class RewardModel(RewardFunction):
     The same mechanics as :class:`RewardFunction` with reward-model defaults: ``replace=True`` and the
     name ``"reward_model"``. ``scorer`` is any callable with the batched reward-function signature (for
     example an outcome reward model scoring ``prompts[i] + responses[i]``); it is called on a batch of
-    one per finished response. The env's own components (``accuracy``...) stay in
+    one per finished response, or once per rollout when the rollout is primed
+    (:func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout`). The env's own components (``accuracy``...) stay in
     ``info["reward_components"]`` for logging.
 
     Args:

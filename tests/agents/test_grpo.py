@@ -12,7 +12,7 @@ from stable_baselines3.common.logger import configure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents import GRPO
-from agents.common.base import micro_batch_weight
+from agents.common.buffers import micro_batch_weight
 from llm_gym.rewards import RewardFunctionError
 
 

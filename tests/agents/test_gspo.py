@@ -157,9 +157,9 @@ def test_rft_advantages_are_the_correctness_indicator(make_env):
     model = make(OnlineRFT, make_env)
     assert model.beta == 0.0 and model.ref_policy is None and model.reward_threshold == 1.0
     b = samples(torch.ones(5, 2), torch.zeros(5, 2), rewards=torch.tensor([1.0, 0.0, 0.5, 2.0, 0.999]))
-    assert model._sequence_advantages(b).tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert model._advantages(b)[0][:, 0].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]  # (N, T): the same on every token
     model.reward_threshold = 0.5
-    assert model._sequence_advantages(b).tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert model._advantages(b)[0].tolist() == [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
 
 
 def test_rft_loss_is_the_likelihood_of_correct_responses(make_env):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import pytest
 import torch
 
+import agents.common.losses as losses_mod
 from agents.common.losses import (
     AGGREGATION_MODES,
+    LOSS_MODES,
     aggregate,
+    cispo_surrogate,
     clipped_surrogate,
     kl_divergence,
     policy_loss,
@@ -232,3 +236,88 @@ def test_policy_loss_errors() -> None:
         policy_loss(x, x, adv, mask, loss_aggregation="sum")
     with pytest.raises(ValueError, match="beta must be >= 0"):
         policy_loss(x, x, adv, mask, beta=-1.0)
+
+
+# ----------------------------------------------------------------------------- CISPO (MiniMax-M1 eq. 4-5)
+
+
+def test_cispo_surrogate_by_hand_and_gradient() -> None:
+    # pi_old = 0.5 on every token, pi = 0.5 * ratio: log pi differs from log rho, so the loss -w A log pi is
+    # not -w A log rho. Band [0.8, 1.28]: weights [0.8, 0.9, 1.1, 1.25, 1.28], clamped at r = 0.7 and 1.3.
+    ratios = torch.tensor([RATIOS, RATIOS], dtype=F64)
+    old = torch.full((2, 5), math.log(0.5), dtype=F64)
+    lp = torch.log(0.5 * ratios).requires_grad_(True)
+    adv = torch.tensor([2.0, -2.0], dtype=F64)
+    loss, clipped = cispo_surrogate(lp, old, adv, clip_range=0.2, clip_range_high=0.28)
+    weights = torch.tensor([0.8, 0.9, 1.1, 1.25, 1.28], dtype=F64)
+    expected = -weights * adv[:, None] * torch.log(0.5 * ratios)
+    torch.testing.assert_close(loss.detach(), expected, rtol=0, atol=1e-12)
+    # clamped wherever the ratio leaves the band, whatever the sign of A
+    assert clipped.dtype == torch.bool
+    assert clipped.tolist() == [[True, False, False, False, True]] * 2
+    loss.sum().backward()
+    # d/d log pi = -sg(w) A on every token, clamped ones included: -2 * 1.28 = -2.56 at r = 1.3 (A = +2)
+    torch.testing.assert_close(lp.grad, -weights * adv[:, None], rtol=0, atol=1e-12)
+    assert (lp.grad != 0).all()
+
+
+def test_cispo_keeps_gradient_where_ppo_clip_cuts_it() -> None:
+    # One token with rho = 1.5 > 1.2 and A = 1: ppo_clip's gradient is 0, CISPO's is -clip(1.5) * 1 = -1.2.
+    old = torch.zeros(1, 1, dtype=F64)
+    adv = torch.tensor([1.0], dtype=F64)
+    grads = {}
+    for mode in LOSS_MODES:
+        lp = torch.tensor([[math.log(1.5)]], dtype=F64, requires_grad=True)
+        loss, stats = policy_loss(lp, old, adv, torch.ones(1, 1), loss_mode=mode, clip_range=0.2)
+        loss.backward()
+        grads[mode] = lp.grad.item()
+        assert stats["clip_fraction"].item() == 1.0
+    assert grads["ppo_clip"] == 0.0
+    assert grads["cispo"] == pytest.approx(-1.2, abs=1e-12)
+
+
+def test_cispo_without_lower_bound() -> None:
+    # clip_range = 1.0: band [0, 1 + eps_high]; a tiny ratio keeps its own weight and is not "clipped".
+    lp = torch.log(torch.tensor([[0.01, 3.0, 6.0]], dtype=F64)).requires_grad_(True)
+    loss, clipped = cispo_surrogate(lp, torch.zeros(1, 3, dtype=F64), torch.tensor([-1.0], dtype=F64), 1.0, 4.0)
+    assert clipped.tolist() == [[False, False, True]]  # only 6 > 5 is clamped
+    loss.sum().backward()
+    torch.testing.assert_close(lp.grad, torch.tensor([[0.01, 3.0, 5.0]], dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_policy_loss_cispo_aggregation_kl_and_stats() -> None:
+    # Ratios 1.5 (clamped to 1.2) and 0.5 (inside [0, 1.2]), A = 1, padding with an absurd ratio.
+    log_probs = torch.log(torch.tensor([[1.5, 0.5, 50.0]], dtype=F64)).requires_grad_(True)
+    old = torch.zeros(1, 3, dtype=F64)
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=F64)
+    ref = torch.log(torch.tensor([[0.75, 1.0, 1.0]], dtype=F64))  # k3 mean 0.25 (see test above)
+    opts = {"loss_mode": "cispo", "clip_range": 1.0, "clip_range_high": 0.2, "loss_aggregation": "token-mean"}
+    loss, stats = policy_loss(log_probs, old, torch.tensor([1.0], dtype=F64), mask, ref_log_probs=ref,
+                              beta=0.1, **opts)
+    surrogate = -(1.2 * math.log(1.5) + 0.5 * math.log(0.5)) / 2  # token-mean of -w A log pi
+    assert stats["policy_loss"].item() == pytest.approx(surrogate, abs=1e-12)
+    assert loss.item() == pytest.approx(surrogate + 0.1 * 0.25, abs=1e-12)
+    assert stats["clip_fraction"].item() == pytest.approx(0.5, abs=1e-12)
+    assert stats["kl"].item() == pytest.approx(0.25, abs=1e-12)
+    loss.backward()
+    # (1/2) * (-w A + beta (1 - pi_ref/pi)): pi_ref/pi = 0.5, 2 -> -0.6 + 0.05 * 0.5, -0.25 + 0.05 * (-1)
+    expected = torch.tensor([[-0.6 + 0.025, -0.25 - 0.05, 0.0]], dtype=F64)
+    torch.testing.assert_close(log_probs.grad, expected, rtol=0, atol=1e-12)
+
+
+def test_policy_loss_loss_mode_errors() -> None:
+    x, mask, adv = torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2)
+    with pytest.raises(ValueError, match=r"loss_mode must be one of \['ppo_clip', 'cispo'\]"):
+        policy_loss(x, x, adv, mask, loss_mode="sapo")
+    with pytest.raises(ValueError, match="cispo.*token level only.*'sequence'"):
+        policy_loss(x, x, adv, mask, loss_mode="cispo", importance_sampling_level="sequence")
+    with pytest.raises(ValueError, match="clip_range_high must be >= 0"):
+        cispo_surrogate(x, x, adv, 1.0, -0.1)
+    with pytest.raises(ValueError, match=r"advantages has shape \(3,\)"):
+        cispo_surrogate(x, x, torch.zeros(3))
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(losses_mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 2  # cispo_surrogate, value_loss
+    assert result.failed == 0

@@ -1,6 +1,9 @@
 """DeepSeekMath's unified paradigm (arXiv:2402.03300 section 5.2.1, eq. 5) checked against autograd (float64).
 
-For every method, ``d loss / d log_probs == -token_weights(mask, aggregation) * gradient_coefficient(...)``.
+For every method, ``d loss / d log_probs == -token_weights(mask, aggregation) * gradient_coefficient(...)``,
+with each method's loss options: RLOO seq-mean-token-mean with the k3 KL in the loss, REINFORCE++ token-mean
+(KL in the reward, so none in the loss), CISPO ``loss_mode="cispo"`` token-mean, Dr. GRPO
+seq-mean-token-sum-norm.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ POLICY = {
     "GSPO": ("seq", {**GSPO_CLIP, "loss_aggregation": SEQ_MEAN, "importance_sampling_level": "sequence"}),
     "GSPO-token": ("token", {**GSPO_CLIP, "loss_aggregation": SEQ_MEAN,
                              "importance_sampling_level": "sequence-token"}),
+    "RLOO": ("seq", {"loss_aggregation": SEQ_MEAN, "beta": 0.04, "kl_estimator": "k3"}),
+    "REINFORCE++": ("token", {"loss_aggregation": "token-mean"}),
+    "REINFORCE++-baseline": ("token", {"loss_aggregation": "token-mean"}),
+    # no lower bound (1 - 1.0 = 0); the upper bound 1.2 is small enough that this batch clamps some tokens
+    "CISPO": ("seq", {"loss_aggregation": "token-mean", "loss_mode": "cispo", "clip_range": 1.0,
+                      "clip_range_high": 0.2}),
+    "Dr.GRPO": ("seq", {"loss_aggregation": "seq-mean-token-sum-norm"}),
 }
 METHODS = ["SFT", "RFT", "OnlineRFT", *POLICY]
 
@@ -123,6 +133,8 @@ def test_on_policy_coefficient_closed_form(method: str) -> None:
         "PPO": adv_tok * MASK,
         "GRPO": (ADV_SEQ[:, None] + 0.04 * (torch.exp(ref - lp) - 1.0)) * MASK,  # A + beta (pi_ref/pi - 1)
         "DAPO": seq, "GSPO": seq, "GSPO-token": adv_tok * MASK,
+        "RLOO": (ADV_SEQ[:, None] + 0.04 * (torch.exp(ref - lp) - 1.0)) * MASK,
+        "REINFORCE++": adv_tok * MASK, "REINFORCE++-baseline": adv_tok * MASK, "CISPO": seq, "Dr.GRPO": seq,
     }[method]
     coef = _coefficient(method, lp, lp, ref, adv_tok)
     torch.testing.assert_close(coef.to(F64), closed, rtol=0, atol=1e-12)
@@ -158,13 +170,61 @@ def test_identity_beyond_log_ratio_clamp() -> None:
     torch.testing.assert_close(-token_weights(mask, "token-mean") * coef, expected, rtol=0, atol=1e-12)
 
 
+def test_cispo_off_policy_keeps_gradient_on_clamped_tokens() -> None:
+    """CISPO's clamped tokens keep a coefficient ``clip(rho) A``; the same tokens get 0 under DAPO's clip."""
+    lp, ref, _, shift = _batch()
+    old = lp + shift
+    kwargs = {"log_probs": lp, "old_log_probs": old, "advantages": ADV_SEQ, "clip_range": 1.0, "clip_range_high": 0.2}
+    cispo = gradient_coefficient("CISPO", MASK, **kwargs)
+    ppo = gradient_coefficient("DAPO", MASK, **kwargs)
+    ratio = torch.exp(lp - old)
+    clamped = (ratio > 1.2) & (MASK != 0)
+    assert clamped.any()
+    torch.testing.assert_close(cispo[clamped], (1.2 * ADV_SEQ[:, None].expand(N, T))[clamped], rtol=0, atol=1e-12)
+    assert (cispo[MASK != 0] != 0).all()
+    assert (ppo[clamped & (ADV_SEQ[:, None] > 0)] == 0).all()  # PPO cuts A > 0 tokens above 1.2
+
+
+def test_cispo_identity_with_kl_and_beyond_log_ratio_clamp() -> None:
+    # log rho = -30 and +25: the weight is exp(clamp(log rho, -20, 20)) clipped to [0.5, 1.5] = 0.5 and 1.5 and,
+    # being detached, keeps its gradient (no _inside_clamp zeroing, unlike the clipped surrogate).
+    old = torch.zeros(2, 2, dtype=F64)
+    lp = torch.tensor([[-30.0, 0.1], [25.0, -0.1]], dtype=F64, requires_grad=True)
+    ref = torch.tensor([[-29.0, 0.3], [24.5, 0.2]], dtype=F64)
+    mask, adv = torch.ones(2, 2, dtype=F64), torch.tensor([1.0, -1.0], dtype=F64)
+    opts = {"clip_range": 0.5, "clip_range_high": 0.5, "beta": 0.04}
+    loss, _ = policy_loss(lp, old, adv, mask, ref_log_probs=ref, loss_mode="cispo", loss_aggregation="token-mean",
+                          **opts)
+    loss.backward()
+    coef = gradient_coefficient("CISPO", mask, log_probs=lp, old_log_probs=old, advantages=adv, ref_log_probs=ref,
+                                **opts)
+    torch.testing.assert_close(lp.grad, -token_weights(mask, "token-mean") * coef, rtol=0, atol=1e-12)
+    kl = 0.04 * (torch.exp(ref - lp.detach()) - 1.0)  # pi_ref/pi - 1, all inside the clamp here
+    expected = torch.tensor([[0.5, math.exp(0.1)], [-1.5, -math.exp(-0.1)]], dtype=F64) + kl
+    torch.testing.assert_close(coef, expected, rtol=0, atol=1e-12)
+    # no lower bound (clip_range = 1): the weight is the clamped exp(-20), not exp(-30) and not 0
+    low = gradient_coefficient("CISPO", mask, log_probs=lp, old_log_probs=old, advantages=adv, clip_range=1.0,
+                               clip_range_high=0.5)
+    assert low[0, 0].item() == pytest.approx(math.exp(-20.0), rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- PARADIGM table and errors
 
 
 def test_paradigm_table() -> None:
-    for method in ("SFT", "RFT", "OnlineRFT", "PPO", "GRPO", "DAPO", "GSPO"):
-        row = PARADIGM[method]
-        assert all(isinstance(row[k], str) and row[k] for k in ("data", "reward", "coefficient")), method
+    for method in ("SFT", "RFT", "OnlineRFT", "PPO", "GRPO", "DAPO", "GSPO", "RLOO", "REINFORCE++",
+                   "REINFORCE++-baseline", "CISPO", "Dr.GRPO"):
+        assert set(PARADIGM[method]) == {"data", "reward", "coefficient", "class"}, method
+    assert PARADIGM["REINFORCE++-baseline"]["coefficient"] == PARADIGM["REINFORCE++"]["coefficient"]
+    for method, cls in (("RLOO", "agents.RLOO"), ("REINFORCE++", "agents.ReinforcePlusPlus"),
+                        ("CISPO", "agents.CISPO"), ("Dr.GRPO", "agents.DrGRPO")):
+        assert PARADIGM[method]["class"] == cls
+    # every preset class has its row, and every row's class is a preset of the engine
+    import agents
+
+    named = {row["class"] for row in PARADIGM.values() if row["class"].startswith("agents.")}
+    assert named == {f"agents.{cls.__name__}" for cls in agents.ALGORITHMS.values()}
+    assert all(issubclass(getattr(agents, name.removeprefix("agents.")), agents.LLMAlgorithm) for name in named)
 
 
 def test_gradient_coefficient_errors() -> None:
@@ -178,7 +238,10 @@ def test_gradient_coefficient_errors() -> None:
         gradient_coefficient("PPO", MASK, advantages=ADV_SEQ)
     with pytest.raises(ValueError, match="needs log_probs and advantages"):
         gradient_coefficient("GSPO", MASK, log_probs=lp)
-    with pytest.raises(ValueError, match="needs ref_log_probs"):
-        gradient_coefficient("GRPO", MASK, log_probs=lp, advantages=ADV_SEQ, beta=0.04)
+    for method in ("GRPO", "RLOO", "Dr.GRPO", "CISPO"):
+        with pytest.raises(ValueError, match=f"{method} with beta > 0 needs ref_log_probs"):
+            gradient_coefficient(method, MASK, log_probs=lp, advantages=ADV_SEQ, beta=0.04)
+    # REINFORCE++ has its KL in the reward: beta is not a loss term and needs no reference here
+    assert gradient_coefficient("REINFORCE++", MASK, log_probs=lp, advantages=ADV_SEQ, beta=0.04).shape == (N, T)
     with pytest.raises(ValueError, match="loss_aggregation must be one of"):
         token_weights(MASK, "sum")

@@ -8,8 +8,8 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents import GRPO, PPO, LLMActorCriticPolicy
-from agents.common.advantages import gae, kl_penalty_rewards, masked_whiten
 from agents.common.buffers import RolloutSamples
+from agents.common.returns import gae, kl_penalty_rewards, masked_whiten
 from llm_gym.lm import sequence_log_probs
 
 

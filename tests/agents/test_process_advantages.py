@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from agents.common.advantages import process_group_normalized
-from agents.common.base import Rollout, step_reward_tensors
+from agents.common.buffers import RolloutSamples
+from agents.common.rollout import step_reward_tensors
 
 F64 = torch.float64
 
@@ -60,9 +61,10 @@ def test_step_reward_tensors_sequence_level() -> None:
     # Row 1: no step reward; outcome 0 at its last token 1 -> only the last token is a step end.
     mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]])
     infos = [{"step_rewards": [(1, 0.5), (3, 1.0)]}, {"step_rewards": []}]
-    rollout = Rollout(torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 6), mask, torch.tensor([1.0, 0.0]),
-                      None, infos, 0.0)
-    rewards, token_rewards, step_mask = step_reward_tensors(rollout)
+    rollout = RolloutSamples(torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 6), mask, torch.tensor([1.0, 0.0]),
+                             infos=infos)
+    out = step_reward_tensors(rollout)
+    rewards, token_rewards, step_mask = out.rewards, out.token_rewards, out.step_mask
     assert rewards.tolist() == [2.5, 0.0]
     assert token_rewards[0].tolist() == [0, 0.5, 0, 1.0, 1.0, 0] and token_rewards[1].tolist() == [0] * 6
     assert step_mask.tolist() == [[0, 1, 0, 1, 1, 0], [0, 1, 0, 0, 0, 0]]
@@ -72,13 +74,14 @@ def test_step_reward_tensors_token_level_and_outcome_only() -> None:
     # Token level: the env already paid the step rewards at their tokens; they must not be added twice.
     mask = torch.tensor([[1, 1, 1, 0]])
     paid = torch.tensor([[0.0, 0.5, 1.0, 0.0]])  # step 0.5 at token 1, outcome 1.0 at token 2
-    rollout = Rollout(torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 4), mask, paid.sum(-1), paid,
-                      [{"step_rewards": [(1, 0.5)]}], 0.0)
-    rewards, token_rewards, step_mask = step_reward_tensors(rollout)
+    rollout = RolloutSamples(torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 4), mask, paid.sum(-1),
+                             token_rewards=paid, infos=[{"step_rewards": [(1, 0.5)]}])
+    out = step_reward_tensors(rollout)
+    rewards, token_rewards, step_mask = out.rewards, out.token_rewards, out.step_mask
     assert rewards.tolist() == [1.5] and token_rewards.tolist() == paid.tolist()
     assert step_mask.tolist() == [[0, 1, 1, 0]]
     outcome_only = rollout._replace(infos=[{"step_rewards": []}])
-    assert step_reward_tensors(outcome_only)[2] is None
+    assert step_reward_tensors(outcome_only).step_mask is None
 
 
 def vowel_steps(prompts, steps, answers, **fields):
@@ -154,7 +157,7 @@ def test_grpo_process_without_step_rewards_names_the_option(make_env) -> None:
 def test_rollout_metrics_report_step_rewards() -> None:
     import numpy as np
 
-    from agents.common.base import rollout_metrics
+    from agents.common.rollout import rollout_metrics
 
     infos = [{"step_rewards": [(1, 1.0), (3, 0.0)], "accuracy": 1.0}, {"step_rewards": [], "accuracy": 0.0},
              {"step_rewards": [(0, -1.0)], "accuracy": 0.0}]

@@ -8,8 +8,20 @@ for ``beta > 0``, reference log-probs. We compare the loss value and its gradien
 
 * GRPO (``loss_type="grpo"``, with and without the k3 KL penalty) vs ``"seq-mean-token-mean"``;
 * DAPO (``loss_type="dapo"``, clip-higher 0.2 / 0.28) and BNPO (``"bnpo"``) vs ``"token-mean"``;
-* Dr. GRPO (``loss_type="dr_grpo"``) vs ``"seq-mean-token-sum-norm"`` with ``max_len=max_completion_length``;
-* GSPO (``importance_sampling_level="sequence"``, clip 3e-4 / 4e-4) vs our ``"sequence"`` level.
+* Dr. GRPO (``loss_type="dr_grpo"``, with and without the KL term) vs ``"seq-mean-token-sum-norm"`` with
+  ``max_len=max_completion_length``;
+* GSPO (``importance_sampling_level="sequence"``, clip 3e-4 / 4e-4) vs our ``"sequence"`` level;
+* CISPO (``loss_type="cispo"``, MiniMax-M1 eq. 4-5) vs ``loss_mode="cispo"``, ``"token-mean"``. TRL clamps the
+  ratio at ``max=epsilon_high`` with no lower bound (``torch.clamp(coef_1, max=self.epsilon_high)``), so the
+  equivalent options are ``clip_range=1.0`` (lower bound ``1 - 1.0 = 0``) and ``clip_range_high=epsilon_high - 1``.
+  TRL's ``cispo_clip_ratio`` metric counts only ``A > 0`` tokens above the cap, our ``clip_fraction`` every
+  clamped token, so the clip statistics are not compared (only the loss, its gradient and ``kl``).
+
+RLOO's advantage is checked against ``RLOOTrainer._generate_and_score_completions`` itself (trl 1.16.0 computes
+it inline there, with no public helper): a stub ``self`` supplies the generations, the per-token log-probs and
+the rewards, and the returned ``"advantages"`` must equal :func:`agents.common.advantages.leave_one_out`
+(with ``beta > 0``, of the rewards minus ``beta`` times the sequence's k1 KL, which is where TRL's RLOO puts
+its KL).
 
 TRL's loss is called without a model: ``GRPOTrainer._compute_loss(stub, None, inputs)`` with a stub
 ``self`` carrying only the attributes that method reads. The stub targets trl 1.16.0 (the version
@@ -31,7 +43,9 @@ import torch
 
 trl = pytest.importorskip("trl", reason="TRL not installed: pip install -e '.[dev]' (the dev extra pins it)")
 from trl.trainer.grpo_trainer import GRPOTrainer  # noqa: E402
+from trl.trainer.rloo_trainer import RLOOTrainer  # noqa: E402
 
+from agents.common.advantages import group_normalized, leave_one_out  # noqa: E402
 from agents.common.losses import policy_loss  # noqa: E402
 
 F64 = torch.float64
@@ -41,11 +55,11 @@ ATOL = 1e-10  # float64 on both sides: only summation-order rounding may differ
 MUTANT_MIN_DIFF = 1e-6  # a mutant must differ from TRL by more than this (loss or some gradient entry)
 
 
-def make_batch(gspo: bool = False) -> dict[str, torch.Tensor]:
+def make_batch(gspo: bool = False, log_ratio_scale: float = 0.3) -> dict[str, torch.Tensor]:
     """Fixed-seed batch; ``old`` is perturbed so that some tokens (or, for ``gspo``, sequences) are clipped.
 
-    Token level: ``log(pi/pi_old) ~ N(0, 0.3^2)`` per token, far outside the 0.2 / 0.28 clip bands on some
-    tokens. GSPO: per-sequence shifts of the log-ratio of +-1e-3 (outside the 3e-4 / 4e-4 band) or 0
+    Token level: ``log(pi/pi_old) ~ N(0, log_ratio_scale^2)`` per token (0.3: far outside the 0.2 / 0.28 clip
+    bands on some tokens; 1.0: some ratios above 5, CISPO's recommended cap). GSPO: per-sequence shifts of the log-ratio of +-1e-3 (outside the 3e-4 / 4e-4 band) or 0
     (inside it) plus 1e-4-scale token noise; with the advantage signs below, sequences 0 and 1 are
     clipped (shift in the direction of their advantage), 2-5 are not (inside the band, or outside it
     on the side where the unclipped term is the minimum).
@@ -60,7 +74,7 @@ def make_batch(gspo: bool = False) -> dict[str, torch.Tensor]:
         shift = torch.tensor([1e-3, -1e-3, 0.0, 0.0, 1e-3, -1e-3], dtype=F64)[:, None]  # (N, 1)
         log_ratio = shift + 1e-4 * torch.randn(N, T, generator=g, dtype=F64)  # (N, T)
     else:
-        log_ratio = 0.3 * torch.randn(N, T, generator=g, dtype=F64)  # (N, T)
+        log_ratio = log_ratio_scale * torch.randn(N, T, generator=g, dtype=F64)  # (N, T)
     return {"log_probs": log_probs, "old": log_probs - log_ratio, "ref": ref, "adv": adv, "mask": mask}
 
 
@@ -165,6 +179,13 @@ CASES = [
         [{"max_len": None}],
         id="dr_grpo-budget>T",
     ),
+    pytest.param(
+        {"loss_type": "dr_grpo", **EPS, "max_completion_length": T, "beta": 0.04},
+        {"loss_aggregation": "seq-mean-token-sum-norm", "clip_range": 0.2, "max_len": T, "beta": 0.04,
+         "kl_estimator": "k3"},
+        [{"beta": 0.0}, {"loss_aggregation": "token-mean"}],
+        id="dr_grpo-beta0.04",
+    ),
 ]
 
 
@@ -213,3 +234,111 @@ def test_gspo_sequence_level_matches_trl():
     # token-level ratios (plain GRPO with GSPO's tiny clip) or no clipping at all must both differ
     mutants = [{"importance_sampling_level": "token"}, {"clip_range": 0.2, "clip_range_high": 0.2}]
     assert_mutants_differ(batch, our_opts, mutants, trl_l, trl_g)
+
+
+# ----------------------------------------------------------------------------- CISPO
+
+CISPO_CASES = [
+    # (log-ratio scale of the batch, TRL options, our options, mutants)
+    pytest.param(
+        0.3,
+        {"loss_type": "cispo", "epsilon_low": 0.2, "epsilon_high": 1.2},
+        {"loss_mode": "cispo", "loss_aggregation": "token-mean", "clip_range": 1.0, "clip_range_high": 0.2},
+        # PPO's clip instead of CISPO's; a lower bound at 0.8 (TRL has none); another cap; GRPO's aggregation
+        [{"loss_mode": "ppo_clip", "clip_range": 0.2}, {"clip_range": 0.2}, {"clip_range_high": 0.4},
+         {"loss_aggregation": "seq-mean-token-mean"}],
+        id="cispo-cap1.2",
+    ),
+    pytest.param(  # TRL's recommended epsilon_high = 5.0 (GRPOConfig doc, after ScaleRL): cap 5, clip_range_high 4
+        1.0,
+        {"loss_type": "cispo", "epsilon_high": 5.0},
+        {"loss_mode": "cispo", "loss_aggregation": "token-mean", "clip_range": 1.0, "clip_range_high": 4.0},
+        [{"loss_mode": "ppo_clip", "clip_range": 0.2}, {"clip_range_high": 5.0}, {"clip_range": 0.5}],
+        id="cispo-cap5",
+    ),
+    pytest.param(
+        0.3,
+        {"loss_type": "cispo", "epsilon_high": 1.2, "beta": 0.04},
+        {"loss_mode": "cispo", "loss_aggregation": "token-mean", "clip_range": 1.0, "clip_range_high": 0.2,
+         "beta": 0.04, "kl_estimator": "k3"},
+        [{"beta": 0.0}, {"kl_estimator": "k2"}, {"loss_mode": "ppo_clip"}],
+        id="cispo-beta0.04",
+    ),
+]
+
+
+@pytest.mark.parametrize(("scale", "trl_opts", "our_opts", "mutants"), CISPO_CASES)
+def test_cispo_matches_trl(scale, trl_opts, our_opts, mutants):
+    """CISPO: same loss, gradient and KL as TRL's ``loss_type="cispo"``; the cap is active; mutants differ."""
+    batch = make_batch(log_ratio_scale=scale)
+    trl_l, trl_g, metrics = loss_and_grad(trl_loss, batch, trl_opts)
+    our_l, our_g, stats = loss_and_grad(our_loss, batch, our_opts)
+
+    mask = batch["mask"] != 0
+    ratio = torch.exp(batch["log_probs"] - batch["old"])
+    assert (ratio[mask] > trl_opts["epsilon_high"]).any()  # the cap is exercised
+    assert stats["clip_fraction"] > 0
+    assert (our_g[mask] != 0).all()  # CISPO keeps a gradient on every real token, clamped ones included
+    torch.testing.assert_close(our_l, trl_l, rtol=0, atol=ATOL)
+    torch.testing.assert_close(our_g, trl_g, rtol=0, atol=ATOL)
+    if trl_opts.get("beta", 0.0) > 0:
+        assert float(stats["kl"]) == pytest.approx(metrics["kl"][-1], abs=1e-12)
+    assert_mutants_differ(batch, our_opts, mutants, trl_l, trl_g)
+
+
+# ----------------------------------------------------------------------------- RLOO advantage
+
+G_RLOO = 3
+RLOO_REWARDS = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, -1.0], dtype=F64)  # 2 groups of 3: mixed / two equal
+
+
+def make_rloo_stub(beta: float, policy_logps: torch.Tensor, ref_logps: torch.Tensor) -> types.SimpleNamespace:
+    """A ``self`` for ``RLOOTrainer._generate_and_score_completions`` (trl 1.16.0): canned generations, log-probs
+    (``ref_logps`` when called with the reference model) and ``RLOO_REWARDS`` from one reward function."""
+    stub = types.SimpleNamespace()
+    stub.ref_model = object() if beta else None
+
+    def get_logps(model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
+        return (ref_logps if model is stub.ref_model else policy_logps), None, None
+
+    def generate(prompts):
+        return [[1, 2]] * N, [[3] * length for length in LENGTHS], ["completion"] * N
+
+    stub.__dict__.update(
+        accelerator=types.SimpleNamespace(device=torch.device("cpu"), process_index=0, gather=lambda x: x,
+                                          reduce=lambda x, reduction="sum": x),
+        model=types.SimpleNamespace(training=True, is_gradient_checkpointing=False),
+        args=types.SimpleNamespace(per_device_train_batch_size=N, gradient_checkpointing_kwargs=None),
+        _generate=generate, _tokenizer=types.SimpleNamespace(pad_token_id=0), pad_to_multiple_of=None,
+        mask_truncated_completions=False, _get_per_token_logps_and_entropies=get_logps, beta=beta,
+        _calculate_rewards=lambda inputs, prompts, completions, ids: RLOO_REWARDS[:, None].clone(),
+        num_generations=G_RLOO, reward_weights=torch.ones(1, dtype=F64), reward_clip_range=None,
+        normalize_advantages=False, reward_func_names=["reward"], _metrics=defaultdict(lambda: defaultdict(list)),
+        _logs={"prompt": [], "completion": [], "rewards": defaultdict(list), "advantages": [],
+               "extra": defaultdict(list)},
+        _pending_extra_logs={}, _pending_metrics={}, log_multimodal=False,
+    )
+    return stub
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.05])  # 0.05: RLOOConfig's default beta
+def test_rloo_advantage_matches_trl(beta):
+    """``leave_one_out`` equals TRL's RLOO advantage (computed inline in ``_generate_and_score_completions``)."""
+    batch = make_batch()
+    mask = batch["mask"]
+    stub = make_rloo_stub(beta, batch["old"], batch["ref"])
+    trl_adv = RLOOTrainer._generate_and_score_completions(stub, [{"prompt": "p"}] * N)["advantages"]
+
+    rewards = RLOO_REWARDS.clone()
+    if beta:  # TRL's RLOO: reward minus beta * sequence sum of the k1 log-ratio (rollout policy vs reference)
+        rewards = rewards - beta * ((batch["old"] - batch["ref"]) * mask).sum(-1)
+    group_ids = torch.arange(N) // G_RLOO
+    ours = leave_one_out(rewards, group_ids)
+    torch.testing.assert_close(ours, trl_adv.to(F64), rtol=0, atol=1e-12)
+    if not beta:  # by hand: [1, 0, 0.5] -> 0.75, -0.75, 0; [2, 2, -1] -> 1.5, 1.5, -3
+        torch.testing.assert_close(ours, torch.tensor([0.75, -0.75, 0.0, 1.5, 1.5, -3.0], dtype=F64))
+    # mutants: the mean baseline that includes the response itself (Dr. GRPO's), GRPO's std-scaled one
+    for mutant in (group_normalized(rewards, group_ids, scale="none"), group_normalized(rewards, group_ids)):
+        assert float((mutant - trl_adv).abs().max()) > MUTANT_MIN_DIFF
+    if beta:  # ignoring the KL in the reward must differ too
+        assert float((leave_one_out(RLOO_REWARDS, group_ids) - trl_adv).abs().max()) > MUTANT_MIN_DIFF

@@ -1,0 +1,232 @@
+"""Rollout collection: sample ``n_prompts x group_size`` responses, step them through the env, one container out.
+
+:class:`RolloutCollector` is the part of :class:`~agents.common.base.LLMAlgorithm` that talks to the env.
+Sequence level: the prompts are encoded in one call, one batched ``generate`` (KV cache) samples all ``N``
+responses, every reward function scores all ``N`` in one call
+(:func:`llm_gym.envs.batch_scoring.prime_sequence_rollout`), then each chunk of sub-envs is reset once and
+stepped, so ``Monitor``, wrappers and ``info`` behave as with any SB3 env. Token level: waves of sub-envs
+decoded token by token with the KV cache as the policy's state. DAPO's dynamic sampling (the group filter)
+draws rounds until enough groups have mixed rewards.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.common.advantages import informative_groups
+from agents.common.buffers import RolloutSamples
+from llm_gym.decoding import decode_step, prefill, sample_tokens
+from llm_gym.envs.batch_scoring import prime_sequence_rollout
+
+__all__ = ["RolloutCollector", "rollout_metrics", "step_reward_tensors"]
+
+
+class RolloutCollector:
+    """Mixin of :class:`~agents.common.base.LLMAlgorithm`: collection of one iteration's rollout.
+
+    Reads ``self.env``, ``self.policy``, ``self.lm``, ``self.n_prompts``, ``self.group_size``,
+    ``self.dynamic_sampling``, ``self.max_sampling_rounds``, ``self._problem_rng`` and the SB3 counters.
+    """
+
+    def _sample_problems(self) -> np.ndarray:
+        """Problem index of each of the N sequences: ``n_prompts`` draws, each repeated ``group_size`` times."""
+        n_problems = self.env.get_attr("n_problems")[0]
+        draws = self._problem_rng.integers(n_problems, size=self.n_prompts)
+        return np.repeat(draws, self.group_size)
+
+    def _reset_to(self, env: VecEnv, problem_ids: np.ndarray) -> dict[str, np.ndarray]:
+        env.set_options([{"problem_id": int(k)} for k in problem_ids])
+        return env.reset()
+
+    def _step_callbacks(self, callback: BaseCallback, infos, dones, n_steps: int, local_vars: dict) -> bool:
+        self.num_timesteps += n_steps
+        self._update_info_buffer(infos, dones)
+        callback.update_locals(local_vars)
+        return callback.on_step()
+
+    def _collect_round(self, env: VecEnv, callback: BaseCallback) -> tuple[RolloutSamples, float] | None:
+        """Draw ``n_prompts`` problems and sample ``group_size`` responses each: ``(rows, seconds)``, None if stopped.
+
+        ``seconds`` is the generation time (sequence level) or the whole rollout's (token level).
+        """
+        problem_ids = self._sample_problems()  # (N,)
+        if isinstance(self.action_space, spaces.Discrete):
+            start = time.perf_counter()
+            rollout = self._collect_tokens(env, callback, problem_ids)
+            return None if rollout is None else (rollout, time.perf_counter() - start)
+        return self._collect_sequences(env, callback, problem_ids)
+
+    def _collect_groups(self, env: VecEnv, callback: BaseCallback
+                        ) -> tuple[RolloutSamples, RolloutSamples, float] | None:
+        """The training rollout, everything generated for it, and the generation time: the group filter.
+
+        Without dynamic sampling both are one round. With it (DAPO arXiv:2503.14476 section 3.2, eq. 11),
+        rounds of ``n_prompts`` groups are drawn and only groups whose rewards are not all equal are kept,
+        until ``n_prompts`` are kept (the surplus of the last round is dropped) or ``max_sampling_rounds``
+        rounds were drawn; then a ``UserWarning`` says how many were found and training uses those.
+        """
+        kept, generated, seconds = [], [], 0.0
+        for _ in range(self.max_sampling_rounds if self.dynamic_sampling else 1):
+            collected = self._collect_round(env, callback)
+            if collected is None:
+                return None
+            rollout, round_seconds = collected
+            generated.append(rollout)
+            seconds += round_seconds
+            if not self.dynamic_sampling:
+                return rollout, rollout, seconds
+            kept.append(rollout.take(np.flatnonzero(informative_groups(rollout.rewards.numpy(), self.group_size))))
+            if sum(r.n_sequences for r in kept) >= self.rollout_size:
+                break
+        else:
+            n_found = sum(r.n_sequences for r in kept) // self.group_size
+            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts} groups had mixed rewards "
+                          f"after max_sampling_rounds={self.max_sampling_rounds} rounds "
+                          f"({self.max_sampling_rounds * self.rollout_size} responses); training on those "
+                          f"{n_found}. Raise max_sampling_rounds or use problems the policy sometimes solves.",
+                          stacklevel=3)
+        all_rows = RolloutSamples.concat(generated)
+        self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.group_size))
+                                   ) // self.group_size
+        return RolloutSamples.concat(kept).take(np.arange(self.rollout_size)), all_rows, seconds
+
+    def _collect_sequences(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray
+                           ) -> tuple[RolloutSamples, float] | None:
+        """Sequence level: one ``generate`` for all N, one batched scoring call, each chunk reset once and stepped.
+
+        With one chunk (``num_envs == N``) the prompts come from the reset; with several, from the env's batched
+        prompt encoding (a reset is deterministic given ``problem_id``; each chunk's reset is checked against it).
+
+        Raises:
+            RuntimeError: a wrapper changed the prompt observation of a chunk (several chunks need the prompts
+                before the resets; use ``llm_gym.make_group_vec_env`` with ``n_envs = N``).
+        """
+        chunks = np.split(problem_ids, len(problem_ids) // env.num_envs)
+        if len(chunks) == 1:
+            obs = self._reset_to(env, chunks[0])
+            b_prompt_ids, b_prompt_mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+        else:
+            prompts, length = env.get_attr("prompts", [0])[0], env.get_attr("max_prompt_length", [0])[0]
+            b_prompt_ids, b_prompt_mask = self.lm.encode_prompts([prompts[k] for k in problem_ids], length)  # (N, L)
+        start = time.perf_counter()
+        gen = self.policy.generate(b_prompt_ids, b_prompt_mask)
+        gen_seconds = time.perf_counter() - start
+        b_response_ids = gen.response_ids.numpy()  # (N, T)
+        prime_sequence_rollout(env, problem_ids, b_response_ids)
+        b_rewards, infos = np.zeros(len(problem_ids), dtype=np.float32), []
+        for c, chunk in enumerate(chunks):
+            rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
+            if len(chunks) > 1:
+                obs = self._reset_to(env, chunk)
+                if not np.array_equal(obs["input_ids"], b_prompt_ids[rows].numpy()):
+                    raise RuntimeError("A wrapper changed the prompt observation; with several chunks of sub-envs "
+                                       "the prompts are encoded before the resets. Build the env with "
+                                       "llm_gym.make_group_vec_env(env_id, n_envs=n_prompts*group_size).")
+            _, rewards, dones, step_infos = env.step(b_response_ids[rows])
+            b_rewards[rows], infos = rewards, infos + list(step_infos)
+            if not self._step_callbacks(callback, step_infos, dones, env.num_envs, locals()):
+                return None
+        rollout = RolloutSamples(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask,
+                                 torch.as_tensor(b_rewards), infos=infos)
+        return rollout, gen_seconds
+
+    def _collect_tokens(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
+        """Token level: waves of ``num_envs`` sequences, each decoded token by token (KV cache, no prefix
+        recomputation) and stepped through the env until every sequence of the wave has ended."""
+        waves = []
+        for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
+            wave = self._token_wave(env, callback, chunk)
+            if wave is None:
+                return None
+            waves.append(wave)
+        return RolloutSamples.concat(waves)
+
+    def _token_wave(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
+        n, lm = env.num_envs, self.lm
+        T, L = self.action_space_len, env.get_attr("max_prompt_length")[0]
+        obs = self._reset_to(env, problem_ids)
+        prompt_ids = torch.as_tensor(obs["input_ids"][:, :L])  # (n, L)
+        prompt_mask = torch.as_tensor(obs["attention_mask"][:, :L])  # (n, L)
+        response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
+        token_rewards = torch.zeros((n, T))  # (n, T)
+        active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
+        state = prefill(self.policy.model, prompt_ids, prompt_mask)
+        for t in range(T):
+            tokens = sample_tokens(state.logits, self.temperature, self.top_p).cpu()
+            tokens = torch.where(active, tokens, torch.full_like(tokens, lm.pad_token_id))  # as generate does
+            _, rewards, dones, infos = env.step(tokens.numpy())
+            response[active, t] = tokens[active]
+            token_rewards[active, t] = torch.as_tensor(rewards, dtype=torch.float32)[active]
+            for i in np.flatnonzero(dones):
+                final_infos[i] = infos[i]
+            if not self._step_callbacks(callback, infos, dones, int(active.sum()), locals()):
+                return None
+            active &= ~torch.as_tensor(dones)
+            if not active.any():
+                break
+            state = decode_step(self.policy.model, state, tokens)
+        return RolloutSamples(prompt_ids, prompt_mask, response, lm.response_mask(response), token_rewards.sum(-1),
+                              token_rewards=token_rewards, infos=final_infos)
+
+
+def step_reward_tensors(rollout: RolloutSamples) -> RolloutSamples:
+    """The rollout with process-supervision step rewards placed on their tokens (``token_rewards``, ``step_mask``).
+
+    Without process supervision (no ``info["step_rewards"]``) the rollout is returned as it is. With it, every
+    step reward ``(token_index, reward)`` is placed at its token and the outcome reward at the last token (the
+    token env already paid them there), ``step_mask (N, T)`` marks those tokens, and ``rewards (N,)`` is the
+    return ``token_rewards.sum(-1)`` at both levels.
+    """
+    if not any(info.get("step_rewards") for info in rollout.infos):
+        return rollout
+    n, t = rollout.response_mask.shape
+    rows = torch.arange(n)
+    last = (rollout.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
+    step_mask = torch.zeros((n, t))  # (N, T)
+    step_mask[rows, last] = 1.0
+    token_rewards = rollout.token_rewards
+    if token_rewards is None:  # sequence level: the env reward is the outcome, step rewards are in info
+        token_rewards = torch.zeros((n, t))  # (N, T)
+        token_rewards[rows, last] = rollout.rewards.float()
+    else:
+        token_rewards = token_rewards.clone()
+    for i, info in enumerate(rollout.infos):
+        for index, reward in info.get("step_rewards", ()):
+            step_mask[i, index] = 1.0
+            if rollout.token_rewards is None:
+                token_rewards[i, index] += float(reward)
+    return rollout._replace(rewards=token_rewards.sum(-1), token_rewards=token_rewards, step_mask=step_mask)
+
+
+def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict], response_mask: torch.Tensor,
+                    gen_seconds: float) -> dict[str, float]:
+    """The ``rollout/*`` and ``time/tokens_per_second`` metrics of one rollout (docs/metrics.md)."""
+    lengths = response_mask.sum(-1).float()
+    group_std = np.array([rewards[group_ids == g].std(ddof=1) if (group_ids == g).sum() > 1 else 0.0
+                          for g in np.unique(group_ids)])
+    stats = {
+        "rollout/accuracy": float(np.mean([i.get("accuracy", np.nan) for i in infos])),
+        "rollout/response_length": float(lengths.mean()),
+        "rollout/truncated_fraction": float(np.mean([i.get("truncated_by_length", False) for i in infos])),
+        "rollout/reward_std": float(group_std.mean()),
+        "rollout/zero_std_groups": float(np.mean(group_std < 1e-8)),
+        "time/tokens_per_second": float(lengths.sum()) / max(gen_seconds, 1e-9),
+    }
+    components = defaultdict(list)
+    for info in infos:
+        for name, value in info.get("reward_components", {}).items():
+            components[name].append(value)
+    stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
+    if any(info.get("step_rewards") for info in infos):  # process supervision
+        steps = [[r for _, r in info.get("step_rewards", ())] for info in infos]
+        stats["rollout/step_reward_sum"] = float(np.mean([sum(s) for s in steps]))
+        stats["rollout/scored_steps"] = float(np.mean([len(s) for s in steps]))
+    return stats
