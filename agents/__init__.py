@@ -7,6 +7,7 @@ baseline. ``ALGORITHMS`` maps each ``scripts/train.py --algo`` name to its class
 from agents.cispo import CISPO
 from agents.common.base import LLMAlgorithm
 from agents.common.config import AlgorithmConfig
+from agents.common.guards import NonFiniteError
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
 from agents.dapo import DAPO
 from agents.dr_grpo import DrGRPO
@@ -24,5 +25,5 @@ ALGORITHMS: dict[str, type[LLMAlgorithm]] = {
 }
 
 __all__ = ["ALGORITHMS", "CISPO", "DAPO", "GRPO", "GSPO", "PPO", "RLOO", "AlgorithmConfig", "DrGRPO",
-           "LLMActorCriticPolicy", "LLMAlgorithm", "LLMPolicy", "OnlineRFT", "ReferencePolicy", "ReinforcePlusPlus",
+           "LLMActorCriticPolicy", "LLMAlgorithm", "LLMPolicy", "NonFiniteError", "OnlineRFT", "ReferencePolicy", "ReinforcePlusPlus",
            "ReinforcePlusPlusBaseline"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
 from agents.common.config import AlgorithmConfig
+from agents.common.guards import NonFiniteError, first_nonfinite, nonfinite_message
 from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
 from agents.common.rollout import RolloutCollector, rollout_metrics, step_reward_tensors
@@ -164,9 +166,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         if not hasattr(self, "_problem_rng"):  # restored by load(): a resumed run continues the draws
             self._problem_rng = np.random.default_rng(self.seed)
         self._rollout_stats: dict[str, float] = {}
+        self._nonfinite_skips = getattr(self, "_nonfinite_skips", 0)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats"]
+        return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats", "_iteration"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -194,6 +197,9 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             False when a callback asked to stop training.
         """
         callback.on_rollout_start()
+        if any(not bool(torch.isfinite(p).all()) for p in self.policy.parameters()):
+            self._nonfinite("policy weights", " (checked before sampling: generate cannot sample from them)")
+            raise NonFiniteError("The policy weights are not finite; skipping cannot recover from that.")
         collected = self._collect_groups(env, callback)
         if collected is None:
             return False
@@ -211,6 +217,13 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             group_ids = np.repeat(np.arange(rollout.n_sequences // self.group_size), self.group_size)
             rollout_buffer.add(step_reward_tensors(rollout)._replace(group_ids=torch.as_tensor(group_ids)))
             self._prepare_rollout(rollout_buffer)
+            s = rollout_buffer.samples
+            bad = first_nonfinite({"rewards": s.rewards, "token_rewards": s.token_rewards,
+                                   "old_log_probs": s.old_log_probs, "ref_log_probs": s.ref_log_probs,
+                                   "values": s.values})
+            if bad is not None:
+                self._nonfinite(bad)
+                rollout_buffer.reset()  # skip: no update on this rollout
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -314,6 +327,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             log_probs, entropy, values = self.policy.evaluate_actions(micro)
             old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
             loss, micro_stats = self._loss(micro, log_probs, old, values, entropy)
+            if not bool(torch.isfinite(loss)):
+                optimizer.zero_grad(set_to_none=True)
+                self._nonfinite("loss", f" (loss = {float(loss)})")
+                return {"nonfinite_skip": 1.0}
             weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
             (loss * weight).backward()
             tokens = micro.response_mask.sum().clamp(min=1)
@@ -327,14 +344,35 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             stats["early_stop"] = 1.0
             return stats
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if not bool(torch.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            self._nonfinite("gradient", f" (global norm = {float(grad_norm)})")
+            return {"nonfinite_skip": 1.0}
         optimizer.step()
         stats["grad_norm"] = float(grad_norm)
         return stats
 
+    def _nonfinite(self, quantity: str, detail: str = "") -> None:
+        """A non-finite ``quantity`` reached the update: raise, or (``on_nonfinite="skip"``) warn once and count.
+
+        Raises:
+            NonFiniteError: with ``on_nonfinite="raise"``; the message names the quantity, the iteration and
+                the likely causes (:data:`agents.common.guards.CAUSES`).
+        """
+        message = nonfinite_message(quantity, getattr(self, "_iteration", 0), getattr(self, "_n_updates", 0),
+                                    detail)
+        if self.on_nonfinite == "raise":
+            raise NonFiniteError(message)
+        if not self._nonfinite_skips:
+            warnings.warn(message + " Warned once; later skips are only counted.", stacklevel=3)
+        self._nonfinite_skips += 1
+        self.logger.record("train/nonfinite_skips", self._nonfinite_skips)
+
     def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
-        for key in {k for s in all_stats for k in s} - {"early_stop"}:
+        not_applied = {"early_stop", "nonfinite_skip"}
+        for key in {k for s in all_stats for k in s} - not_applied:
             self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats if key in s])))
-        self._n_updates += sum("early_stop" not in s for s in all_stats)
+        self._n_updates += sum(not not_applied & s.keys() for s in all_stats)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
     # ------------------------------------------------------------------ loop
@@ -356,6 +394,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
                                                       tb_log_name or type(self).__name__, progress_bar)
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total_timesteps:
+            self._iteration = iteration + 1
             if not self.collect_rollouts(self.env, callback, self.rollout_buffer):
                 break
             iteration += 1

@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any
 
 from agents.common.advantages import GROUP_SCALES
+from agents.common.guards import NONFINITE_MODES
 from agents.common.losses import AGGREGATION_MODES, IMPORTANCE_SAMPLING_LEVELS, KL_ESTIMATORS
 from agents.common.losses import LOSS_MODES as POLICY_LOSS_MODES
 
@@ -72,6 +73,9 @@ class AlgorithmConfig:
     """Passes over each rollout (PPO's K epochs; TRL ``num_iterations``)."""
     max_grad_norm: float = 1.0
     """Gradient clipping: maximum global L2 norm of the gradient."""
+    on_nonfinite: str = "raise"
+    """A NaN/inf reward, log-prob, loss or gradient: "raise" (stop with an error naming it; the update is not
+    applied) or "skip" (skip that update, warn once, count it in train/nonfinite_skips)."""
     # ------------------------------------------------------------------ advantage (gradient coefficient)
     advantage_estimator: str = "grpo"
     """How advantages are computed: "grpo" (group-normalised, DeepSeekMath 4.1.2), "rloo" (leave-one-out
@@ -157,7 +161,8 @@ class AlgorithmConfig:
         for name, valid in (("advantage_estimator", ADVANTAGE_ESTIMATORS), ("advantage", SUPERVISION_MODES),
                             ("scale_rewards", GROUP_SCALES), ("loss_mode", LOSS_MODES),
                             ("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS), ("kl_placement", KL_PLACEMENTS),
-                            ("kl_estimator", KL_ESTIMATORS), ("loss_aggregation", AGGREGATION_MODES)):
+                            ("kl_estimator", KL_ESTIMATORS), ("loss_aggregation", AGGREGATION_MODES),
+                            ("on_nonfinite", NONFINITE_MODES)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
         self._check_ranges()
