@@ -1,4 +1,4 @@
-"""Evaluate a saved GRPO checkpoint, a Hugging Face model folder or the default model on an llm-gym env.
+"""Evaluate a saved checkpoint (any algorithm), a Hugging Face model folder or the default model on an llm-gym env.
 
 Prints the accuracy and mean response length over the first ``--n`` problems of the env's split
 (greedy decoding unless ``--sample``) and optionally writes them to JSON. Scoring goes through the
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line flags (each documented in ``--help``)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None,
-                   help="GRPO .zip saved by model.save(); its policy weights are evaluated")
+                   help=".zip saved by model.save() (any algorithm); its policy weights are evaluated")
     p.add_argument("--model", default=None,
                    help="HF model folder, .gguf file or 'default' (unset = SmolLM2-135M-Instruct). With "
                         "--checkpoint: the base model whose tokenizer the env uses (default: the one recorded "
@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checkpoint_base_model(path: str | Path) -> str | None:
-    """The ``model_name_or_path`` recorded in a GRPO zip (its JSON ``data`` entry), or None."""
+    """The ``model_name_or_path`` recorded in a checkpoint zip (its JSON metadata), or None."""
+    from agents.common.checkpoint import META
+
     with zipfile.ZipFile(path) as archive:
-        data = json.loads(archive.read("data").decode())
+        data = json.loads(archive.read(META).decode()) if META in archive.namelist() else {}
     value = data.get("model_name_or_path")
     return value if isinstance(value, str) else None
 
@@ -76,9 +78,9 @@ def make_env(model: str | None, args: argparse.Namespace):
 
 
 def load_policy_model(args: argparse.Namespace):
-    """Return ``(env, hf_model, source)`` for a checkpoint (GRPO.load) or a model folder."""
+    """Return ``(env, hf_model, source)`` for a checkpoint (any algorithm's ``save``) or a model folder."""
     if args.checkpoint:
-        from agents import GRPO
+        from agents import LLMAlgorithm
 
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
@@ -86,7 +88,7 @@ def load_policy_model(args: argparse.Namespace):
         # The prompt length L and budget T of the eval env may differ from the training env's; they do not
         # change the weights, so the saved spaces are replaced by the env's (SB3 would refuse the env).
         spaces = {"observation_space": env.observation_space, "action_space": env.action_space}
-        algo = GRPO.load(args.checkpoint, env=env, device=args.device, custom_objects=spaces)
+        algo = LLMAlgorithm.load(args.checkpoint, env=env, device=args.device, custom_objects=spaces)  # any preset
         return env, algo.policy.model, str(args.checkpoint)
     env = make_env(args.model, args)
     lm = env.unwrapped.lm

@@ -33,7 +33,8 @@ import gymnasium as gym
 import torch
 
 import llm_gym  # noqa: F401  (registers the envs)
-from agents import ALGORITHMS, AlgorithmConfig
+from agents import ALGORITHMS, AlgorithmConfig, LLMAlgorithm
+from agents.common.callbacks import IterationCheckpointCallback
 from agents.common.config import field_docs
 from agents.common.evaluation import evaluate_accuracy
 from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
@@ -108,6 +109,14 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
     add("--run-name", default=None, help="TensorBoard run / output name (default: <ALGO>_<env>).")
     add("--output-dir", default="outputs", help="Where the zip, the HF folder and results.json go.")
     add("--no-progress-bar", action="store_true", help="Hide the progress bar.")
+    add("--save-freq", type=int, default=0,
+        help="Save a checkpoint every this many iterations into <output-dir>/<run-name>/checkpoints/ (at iteration "
+             "boundaries, so --resume continues exactly; 0 = only the final model.zip).")
+    add("--resume", default=None,
+        help="Continue from a checkpoint (model.zip or checkpoints/model_*.zip) to --total-timesteps in total; the "
+             "checkpoint's algorithm and config are used, the evaluation before training is skipped.")
+    add("--no-doctor", action="store_true",
+        help="Turn off the training doctor (warnings with fixes when a run goes wrong; docs/troubleshooting.md).")
     add("--verbose", type=int, default=1, help="0 silent, 1 prints the metrics table each rollout.")
     add_config_flags(p, defaults)
     return p
@@ -165,18 +174,33 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
     return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
 
 
+def build_algorithm(args: argparse.Namespace, train_env) -> LLMAlgorithm:
+    """The algorithm: a new one from the flags, or (``--resume``) the checkpoint's, with its own config."""
+    if args.resume:
+        algo = LLMAlgorithm.load(args.resume, env=train_env, device=args.device)
+        algo.tensorboard_log, algo.verbose = args.tensorboard_log or None, args.verbose
+        print(f"Resuming {type(algo).__name__} from {args.resume} at {algo.num_timesteps} env steps "
+              f"({algo._n_updates} optimizer steps); its saved config is used, not the algorithm flags.")
+        return algo
+    config = {name: getattr(args, name) for name in AlgorithmConfig.field_names()}
+    return ALGORITHMS[args.algo]("LLMPolicy", train_env, **config, seed=args.seed, device=args.device,
+                                 tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
+                                 doctor=not args.no_doctor)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the whole job; returns a process exit code."""
     args = parse_args(argv)
     run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
     out = Path(args.output_dir) / run_name
     train_env, eval_env = make_envs(args)
-    config = {name: getattr(args, name) for name in AlgorithmConfig.field_names()}
-    algo = ALGORITHMS[args.algo]("LLMPolicy", train_env, **config, seed=args.seed, device=args.device,
-                                 tensorboard_log=args.tensorboard_log or None, verbose=args.verbose)
-    before = None if args.no_eval_before else evaluate(algo.policy.model, eval_env, args, "before")
+    algo = build_algorithm(args, train_env)
+    skip_before = args.no_eval_before or args.resume
+    before = None if skip_before else evaluate(algo.policy.model, eval_env, args, "before")
+    callback = IterationCheckpointCallback(args.save_freq, out / "checkpoints") if args.save_freq else None
     start = time.perf_counter()
-    algo.learn(args.total_timesteps, tb_log_name=run_name, progress_bar=not args.no_progress_bar)
+    algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callback, tb_log_name=run_name,
+               reset_num_timesteps=not args.resume, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start
     after = evaluate(algo.policy.model, eval_env, args, "after")
     out.mkdir(parents=True, exist_ok=True)
@@ -184,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     algo.policy.save_pretrained(out / "hf_model")
     results = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "config": vars(args), "algorithm": type(algo).__name__, "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates,
-        "generated_tokens": algo.generated_tokens,
+        "config": vars(args), "algorithm": type(algo).__name__, "algorithm_config": algo.config.to_dict(),
+        "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates, "generated_tokens": algo.generated_tokens,
         "train_seconds": train_seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "before": before, "after": after, "tensorboard_dir": algo.logger.dir,
     }

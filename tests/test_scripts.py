@@ -154,3 +154,25 @@ def test_train_script_runs_each_algorithm(tiny_model_dir, tmp_path, algo, extra,
     if steps is not None:
         assert results["optimizer_steps"] == steps
     assert (tmp_path / "run" / "model.zip").is_file() and (tmp_path / "run" / "hf_model").is_dir()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_save_freq_and_resume_finish_bit_identical(tiny_model_dir, tmp_path):
+    """--save-freq 1 writes a checkpoint per iteration; --resume from the first finishes as the full run did."""
+    import torch
+
+    train = load_script("train")
+    common = ["--algo", "grpo", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+              "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "12", "--eval-n", "0",
+              "--tensorboard-log", "", "--no-progress-bar", "--verbose", "0", "--learning-rate", "1e-3"]
+    assert train.main([*common, "--output-dir", str(tmp_path / "full"), "--run-name", "r", "--save-freq", "1"]) == 0
+    checkpoints = sorted(p.name for p in (tmp_path / "full" / "r" / "checkpoints").iterdir())
+    assert checkpoints == ["model_4_steps.zip", "model_8_steps.zip", "model_last.zip"]
+    resume = tmp_path / "full" / "r" / "checkpoints" / "model_4_steps.zip"
+    assert train.main([*common, "--output-dir", str(tmp_path / "resumed"), "--run-name", "r",
+                       "--resume", str(resume)]) == 0
+    full = ALGORITHMS["grpo"].load(tmp_path / "full" / "r" / "model.zip", device="cpu")
+    resumed = ALGORITHMS["grpo"].load(tmp_path / "resumed" / "r" / "model.zip", device="cpu")
+    assert resumed.num_timesteps == full.num_timesteps == 12 and resumed._n_updates == full._n_updates == 3
+    for (key, a), b in zip(full.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key

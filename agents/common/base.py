@@ -22,11 +22,21 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import explained_variance, safe_mean
+from stable_baselines3.common.utils import check_for_correct_spaces, explained_variance, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
+from agents.common.checkpoint import (
+    PickledCheckpointError,
+    algorithm_state,
+    policy_kwargs_from_json,
+    read_checkpoint,
+    restore_state,
+    space_from_description,
+    write_checkpoint,
+)
 from agents.common.config import AlgorithmConfig
+from agents.common.doctor import make_doctor
 from agents.common.guards import NonFiniteError, first_nonfinite, nonfinite_message
 from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
@@ -35,7 +45,8 @@ from llm_gym.lm import get_language_model
 
 #: Constructor keywords that are not config fields (SB3's ``BaseAlgorithm`` arguments), with their defaults.
 SB3_ARGUMENTS: dict[str, Any] = {"policy_kwargs": None, "tensorboard_log": None, "verbose": 0, "seed": None,
-                                 "device": "auto", "stats_window_size": 100, "_init_setup_model": True}
+                                 "device": "auto", "stats_window_size": 100, "doctor": True,
+                                 "_init_setup_model": True}
 
 
 def _generated_init(cls: type[LLMAlgorithm]):
@@ -66,8 +77,9 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     then trains. Subclasses are presets: a class docstring, ``preset`` (the config fields they change) and
     ``policy_aliases``; the constructor is generated with an explicit keyword for every field of
     :class:`~agents.common.config.AlgorithmConfig` (each documented there), plus SB3's ``policy_kwargs``,
-    ``tensorboard_log``, ``verbose``, ``seed``, ``device`` and ``stats_window_size``. ``model.config`` is the
-    typed view of the current values.
+    ``tensorboard_log``, ``verbose``, ``seed``, ``device``, ``stats_window_size`` and ``doctor`` (the training
+    doctor: True, False, a ``DoctorConfig`` or a ``TrainingDoctor``; docs/troubleshooting.md). ``model.config``
+    is the typed view of the current values.
 
     Args:
         policy: ``"LLMPolicy"`` (``"LLMActorCriticPolicy"``: with a value head) or a policy class.
@@ -97,7 +109,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         return AlgorithmConfig(**merged)
 
     def _init(self, policy, env, config: AlgorithmConfig, policy_kwargs, tensorboard_log, verbose, seed, device,
-              stats_window_size, _init_setup_model) -> None:
+              stats_window_size, doctor, _init_setup_model) -> None:
         self._check_preset(config.validate())
         super().__init__(policy, env, config.learning_rate, policy_kwargs=policy_kwargs,
                          stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
@@ -106,6 +118,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         for name, value in config.to_dict().items():
             setattr(self, name, value)
         self.model_name_or_path: str | None = None
+        self.doctor = make_doctor(doctor)
         if _init_setup_model:
             self._setup_model()
 
@@ -169,7 +182,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         self._nonfinite_skips = getattr(self, "_nonfinite_skips", 0)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats", "_iteration"]
+        return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats", "_iteration",
+                "doctor", "_train_stats"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
@@ -370,8 +384,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
 
     def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
         not_applied = {"early_stop", "nonfinite_skip"}
-        for key in {k for s in all_stats for k in s} - not_applied:
-            self.logger.record(f"train/{key}", float(np.mean([s[key] for s in all_stats if key in s])))
+        self._train_stats = {f"train/{key}": float(np.mean([s[key] for s in all_stats if key in s]))
+                             for key in {k for s in all_stats for k in s} - not_applied}
+        for key, value in self._train_stats.items():
+            self.logger.record(key, value)
         self._n_updates += sum(not not_applied & s.keys() for s in all_stats)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
@@ -399,12 +415,21 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
                 break
             iteration += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            self._train_stats = {}
             if len(self.rollout_buffer):  # empty when dynamic sampling found no informative group
                 self.train()
+            self._consult_doctor(iteration)
             if log_interval is not None and iteration % log_interval == 0:
                 self.dump_logs(iteration)
         callback.on_training_end()
         return self
+
+    def _consult_doctor(self, iteration: int) -> None:
+        """Give the iteration's metrics to the training doctor (warnings once each; docs/troubleshooting.md)."""
+        metrics = {**self._rollout_stats, **self._train_stats}
+        if len(self.ep_info_buffer) > 0:
+            metrics["rollout/ep_rew_mean"] = safe_mean([ep["r"] for ep in self.ep_info_buffer])
+        self.doctor.update(metrics, iteration)
 
     def dump_logs(self, iteration: int = 0) -> None:
         """Record the rollout and time metrics (docs/metrics.md) and write every logger output."""
@@ -417,23 +442,132 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         self.logger.record("time/fps", (self.num_timesteps - self._num_timesteps_at_start) / elapsed)
         self.logger.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        for key, value in self.doctor.counters.items():
+            self.logger.record(key, value)
         self.logger.dump(step=self.num_timesteps)
 
     def save(self, path: str | os.PathLike, exclude=None, include=None) -> None:
-        """SB3 ``save`` (zip with hyperparameters, policy and optimizer state), written atomically.
+        """Save a plain-data checkpoint (:mod:`agents.common.checkpoint`), written atomically.
 
-        The zip is written to ``<path>.tmp`` and renamed over ``path``, so a crash or Ctrl-C mid-save
-        never corrupts an existing checkpoint. The reference model is not saved (it is the env's model).
+        The zip holds the config and counters as JSON and the weights, optimizer state and RNG states as
+        tensors, everything exact resume needs; nothing in it is pickled. It is written to ``<path>.tmp`` and
+        renamed over ``path``, so a crash or Ctrl-C mid-save never corrupts an existing checkpoint; a stale
+        ``.tmp`` left by a killed save is replaced. The reference model is not saved (it is the env's model).
+        ``exclude`` / ``include`` (SB3's) are not supported: every field is needed to resume.
+
+        Raises:
+            TypeError: ``policy_kwargs`` that are not JSON data, or ``exclude`` / ``include`` given.
         """
+        if exclude or include:
+            raise TypeError("llm-gym checkpoints always hold the whole state (exact resume); drop exclude/include.")
         target = Path(path)
         if target.suffix == "":
             target = target.with_suffix(".zip")
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # a stale file from a killed save
         try:
-            super().save(tmp, exclude=exclude, include=include)
+            write_checkpoint(tmp, *algorithm_state(self))
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike, env=None, device: str = "auto", custom_objects: dict | None = None,
+             print_system_info: bool = False, force_reset: bool = True, trust_pickle: bool = False, **kwargs):
+        """Load a checkpoint written by :meth:`save`: the same weights, optimizer state, counters and RNG states.
+
+        ``learn(M, reset_num_timesteps=False)`` afterwards continues exactly as the saved run would have (bit
+        for bit on the same machine, constant learning rate). ``LLMAlgorithm.load`` returns the saved class.
+
+        Args:
+            path: the zip (``.zip`` is added when the name has no suffix).
+            env: the env to train or predict on; its spaces must equal the saved ones (unless replaced through
+                ``custom_objects``). None: the recorded ``model_name_or_path`` gives the model.
+            device: where to put the policy.
+            custom_objects: replacements for saved values: ``observation_space``, ``action_space``,
+                ``policy_class``, ``policy_kwargs``, ``learning_rate`` (needed when a schedule was used).
+            print_system_info, force_reset: SB3's arguments (accepted; a loaded model always resets the env).
+            trust_pickle: also load an SB3-format zip, which unpickles objects and can run code: only for a
+                file you trust.
+
+        Raises:
+            ValueError: the checkpoint holds another algorithm (names both classes), the env's spaces differ,
+                or the file is not a checkpoint. PickledCheckpointError (a ValueError): a pickled SB3 zip
+                without ``trust_pickle=True``. FileNotFoundError: no such file.
+        """
+        target = Path(path)
+        if not target.exists() and target.suffix == "":
+            target = target.with_suffix(".zip")
+        try:
+            meta, tensors = read_checkpoint(target)
+        except PickledCheckpointError:
+            if not trust_pickle:
+                raise
+            return BaseAlgorithm.load.__func__(cls, target, env=env, device=device, custom_objects=custom_objects,
+                                               print_system_info=print_system_info, force_reset=force_reset,
+                                               **kwargs)
+        klass = _saved_class(cls, meta["algorithm"], target)
+        return klass._from_checkpoint(meta, tensors, env, device, custom_objects or {})
+
+    @classmethod
+    def _from_checkpoint(cls, meta: dict, tensors: dict, env, device: str, custom: dict) -> LLMAlgorithm:
+        """Build the algorithm from a checkpoint's plain data (see :meth:`load`)."""
+        config = dict(meta["config"])
+        if meta.get("learning_rate_is_schedule") or "learning_rate" in custom:
+            if "learning_rate" not in custom:
+                raise ValueError("The checkpoint was trained with a learning-rate schedule, which is code and is "
+                                 "not saved: pass load(..., custom_objects={'learning_rate': schedule}).")
+            config["learning_rate"] = custom["learning_rate"]
+        observation_space = custom.get("observation_space") or space_from_description(meta["observation_space"])
+        action_space = custom.get("action_space") or space_from_description(meta["action_space"])
+        if env is not None:
+            env = cls._wrap_env(env, meta["sb3"]["verbose"])
+            check_for_correct_spaces(env, observation_space, action_space)
+        policy_class = custom.get("policy_class") or _policy_class(cls, meta["policy_class"])
+        policy_kwargs = custom.get("policy_kwargs") or policy_kwargs_from_json(meta["policy_kwargs"])
+        sb3 = meta["sb3"]
+        model = cls(policy_class, env, **config, policy_kwargs=policy_kwargs, seed=sb3["seed"], device=device,
+                    verbose=sb3["verbose"], tensorboard_log=sb3["tensorboard_log"],
+                    stats_window_size=sb3["stats_window_size"], _init_setup_model=False)
+        if env is None:
+            model.observation_space, model.action_space = observation_space, action_space
+        model.model_name_or_path = meta["model_name_or_path"]
+        model._setup_model()
+        restore_state(model, meta, tensors)
+        return model
+
 
 LLMAlgorithm.__init__ = _generated_init(LLMAlgorithm)
+
+
+def _saved_class(cls: type[LLMAlgorithm], name: str, path: Path) -> type[LLMAlgorithm]:
+    """The class a checkpoint was saved from: ``cls`` itself, or any preset when ``cls`` is the base.
+
+    Raises:
+        ValueError: ``cls`` is another preset (the message names both classes).
+    """
+    if cls.__name__ == name:
+        return cls
+    if cls is LLMAlgorithm:
+        stack = list(LLMAlgorithm.__subclasses__())
+        while stack:
+            klass = stack.pop()
+            if klass.__name__ == name:
+                return klass
+            stack.extend(klass.__subclasses__())
+    raise ValueError(f"{path} holds a {name} checkpoint, not a {cls.__name__} one: load it with {name}.load(...) "
+                     f"(or LLMAlgorithm.load, which returns the saved class).")
+
+
+def _policy_class(cls: type[LLMAlgorithm], name: str) -> type:
+    """The policy class named ``name`` among ``cls``'s aliases and the library's policies.
+
+    Raises:
+        ValueError: an unknown (custom) policy class: pass it with ``custom_objects={"policy_class": ...}``.
+    """
+    for klass in (*cls.policy_aliases.values(), LLMPolicy, LLMActorCriticPolicy):
+        if klass.__name__ == name:
+            return klass
+    raise ValueError(f"Unknown policy class {name!r} in the checkpoint: pass it with "
+                     f"load(..., custom_objects={{'policy_class': {name}}}).")

@@ -1,4 +1,8 @@
-"""SB3 callbacks for LLM RL: iterative RL, with a reward model retrained on the policy's own samples.
+"""SB3 callbacks for LLM RL: periodic checkpoints at iteration boundaries, and iterative RL.
+
+:class:`IterationCheckpointCallback` saves every K iterations, between two iterations, where a checkpoint
+resumes exactly (SB3's ``CheckpointCallback`` saves on env steps, which here fall inside a rollout).
+:class:`IterativeRewardModelCallback` is iterative RL, with a reward model retrained on the policy's own samples.
 
 DeepSeekMath (arXiv:2402.03300) section 4.1.4, "Iterative RL with GRPO" (Algorithm 1): as the policy improves,
 the old reward model may no longer supervise it well, so every few iterations new training data for the reward
@@ -25,7 +29,50 @@ from stable_baselines3.common.callbacks import BaseCallback
 from llm_gym.rewards import call_reward_fn, math_answer_reward
 from llm_gym.rewards.models import evaluate_reward_model, train_reward_model
 
-__all__ = ["IterativeRewardModelCallback"]
+__all__ = ["IterationCheckpointCallback", "IterativeRewardModelCallback"]
+
+
+class IterationCheckpointCallback(BaseCallback):
+    """Save the model every ``save_freq`` iterations, at an iteration boundary, and at the end of training.
+
+    A checkpoint is written when the next rollout starts (so after the previous iteration's update) as
+    ``<save_path>/<name_prefix>_<num_timesteps>_steps.zip`` (SB3's naming) and, at the end of training, also
+    as ``<save_path>/<name_prefix>_last.zip``. Loading one and calling ``learn(M, reset_num_timesteps=False)``
+    continues exactly (docs/design.md, "Save and load").
+
+    Args:
+        save_freq: iterations between checkpoints (>= 1).
+        save_path: the folder.
+        name_prefix: the file name prefix.
+
+    Raises:
+        ValueError: ``save_freq < 1``.
+    """
+
+    def __init__(self, save_freq: int, save_path: str | os.PathLike, name_prefix: str = "model", verbose: int = 0):
+        super().__init__(verbose)
+        if int(save_freq) < 1:
+            raise ValueError(f"save_freq must be >= 1 iteration, got {save_freq}")
+        self.save_freq, self.save_path, self.name_prefix = int(save_freq), Path(save_path), name_prefix
+        self.n_rollouts = 0
+
+    def _save(self, name: str) -> Path:
+        path = self.save_path / f"{self.name_prefix}_{name}.zip"
+        self.model.save(path)
+        if self.verbose:
+            print(f"Saved checkpoint {path}")
+        return path
+
+    def _on_rollout_start(self) -> None:
+        if self.n_rollouts and self.n_rollouts % self.save_freq == 0:
+            self._save(f"{self.num_timesteps}_steps")
+        self.n_rollouts += 1
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self._save("last")
 
 #: Defaults of each retraining (continual training from the current reward model: one short pass).
 DEFAULT_TRAIN_KWARGS = {"epochs": 1, "lr": 2e-5}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import string
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -25,7 +26,9 @@ import numpy as np
 from llm_gym.lm import LanguageModel, get_language_model
 from llm_gym.rewards import CombinedReward, boxed_format_reward, math_answer_reward
 from llm_gym.rewards.process import ProcessRewardFunction, call_process_reward_fn, split_steps
-from llm_gym.tasks import Problem, get_problems, load_jsonl
+from llm_gym.tasks import Problem, as_problems, get_problems, load_jsonl
+from llm_gym.tasks.arithmetic import LEVELS
+from llm_gym.validation import check_int, check_real
 
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPut your final answer within \\boxed{{}}."
 
@@ -47,7 +50,10 @@ class LLMEnvBase(gym.Env):
     constructor arguments are documented on :class:`~llm_gym.envs.sequence.SequenceEnv`.
 
     Raises:
-        ValueError: empty dataset, or a prompt that does not fit in the context with ``max_new_tokens``.
+        ValueError: a numeric argument of the wrong type or out of range (:meth:`_check_arguments`), a bad
+            ``prompt_template``, an empty dataset, duplicate problem ids, or a prompt that does not fit in the
+            context with ``max_new_tokens``.
+        TypeError: ``dataset`` is not a list of problems / dicts nor a path.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -74,10 +80,17 @@ class LLMEnvBase(gym.Env):
         device: str = "auto",
         render_mode: str | None = None,
     ):
+        # Every cheap check first, so a typo fails before the model loads.
+        (max_new_tokens, max_prompt_length, n_problems, format_weight, reward_timeout, difficulty,
+         seed) = self._check_arguments(max_new_tokens, max_prompt_length, n_problems, format_weight,
+                                       reward_timeout, difficulty, seed, chat_template, render_mode)
+        prompt_template = check_prompt_template(prompt_template)
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise TypeError(f"system_prompt must be a string or None, got {type(system_prompt).__name__}.")
         self.lm = get_language_model(model, device=device)
         self.problems = load_problems(task, dataset, split, n_problems, seed, difficulty)
         self.split, self.task = split, task if dataset is None else "custom"
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = max_new_tokens
         self.render_mode = render_mode
         self.prompts = [
             self.lm.format_prompt(prompt_template.format(question=p.question), system_prompt, chat_template)
@@ -96,6 +109,46 @@ class LLMEnvBase(gym.Env):
     def _make_spaces(self) -> tuple[gym.Space, gym.Space]:
         """``(observation_space, action_space)``; called at the end of the constructor."""
         raise NotImplementedError
+
+    def _check_arguments(self, max_new_tokens: Any, max_prompt_length: Any, n_problems: Any, format_weight: Any,
+                         reward_timeout: Any, difficulty: Any, seed: Any, chat_template: Any, render_mode: Any
+                         ) -> tuple[int, int | None, int | None, float, float | None, int | tuple[int, ...], int]:
+        """Check the constructor's numeric (and flag) arguments before anything is loaded.
+
+        Integers must be ``int`` or numpy integers (not ``bool``, not ``12.0``); reals must be finite.
+
+        Returns:
+            ``(max_new_tokens, max_prompt_length, n_problems, format_weight, reward_timeout, difficulty, seed)``
+            as plain Python values (``difficulty`` an int or a tuple of ints).
+
+        Raises:
+            ValueError: an argument of the wrong type or out of range; the message names it and its range.
+        """
+        owner = type(self).__name__
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1, owner=owner)
+        max_prompt_length = check_int("max_prompt_length", max_prompt_length, minimum=1, allow_none=True,
+                                      owner=owner)
+        n_problems = check_int("n_problems", n_problems, minimum=1, allow_none=True, owner=owner)
+        format_weight = check_real("format_weight", format_weight, minimum=0, owner=owner)
+        reward_timeout = check_real("reward_timeout", reward_timeout, minimum=0, min_inclusive=False,
+                                    allow_none=True, owner=owner)
+        seed = check_int("seed", seed, owner=owner)
+        levels = f"an arithmetic level in {min(LEVELS)}..{max(LEVELS)}"
+        if isinstance(difficulty, (list, tuple, set, frozenset, np.ndarray)):
+            items = list(np.asarray(difficulty).reshape(-1)) if isinstance(difficulty, np.ndarray) else list(
+                difficulty)
+            if not items:
+                raise ValueError(f"{owner}: difficulty must be {levels} or a non-empty list of them, got "
+                                 f"{difficulty!r}.")
+            difficulty = tuple(check_int("difficulty", d, min(LEVELS), max(LEVELS), owner=owner) for d in items)
+        else:
+            difficulty = check_int("difficulty", difficulty, min(LEVELS), max(LEVELS), owner=owner)
+        if not isinstance(chat_template, (bool, np.bool_)):
+            raise ValueError(f"{owner}: chat_template must be True or False, got {chat_template!r}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"{owner}: render_mode must be None or one of {self.metadata['render_modes']}, got "
+                             f"{render_mode!r}.")
+        return max_new_tokens, max_prompt_length, n_problems, format_weight, reward_timeout, difficulty, seed
 
     @property
     def n_problems(self) -> int:
@@ -410,24 +463,78 @@ class LLMEnvBase(gym.Env):
         return None
 
 
+def check_prompt_template(template: Any) -> str:
+    """Check that ``template`` is a ``str.format`` template with exactly one kind of field, ``{question}``.
+
+    Args:
+        template: The env's ``prompt_template``.
+
+    Returns:
+        ``template``.
+
+    Raises:
+        TypeError: ``template`` is not a string.
+        ValueError: ``template`` has unbalanced braces, a field other than ``{question}`` (``{q}``, ``{}``,
+            ``{question.x}``), a bad format spec, or no ``{question}`` at all; the message names the template
+            and shows how to write one.
+    """
+    fix = (f"It must be a str.format template that contains {{question}} where the question goes, with literal "
+           f"braces doubled ('{{{{' and '}}}}'), e.g. {DEFAULT_PROMPT_TEMPLATE!r}.")
+    if not isinstance(template, str):
+        raise TypeError(f"prompt_template must be a string, got {type(template).__name__}. {fix}")
+    shown = template if len(template) <= 200 else template[:200] + "..."
+    cause = None
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:  # "Single '}' encountered", "expected '}' before end of string"
+        cause = str(exc)
+    else:
+        others = sorted(fields - {"question"})
+        if others:
+            cause = f"unknown field {{{others[0]}}}; the only field is {{question}}"
+        elif not fields:
+            cause = "no {question} field, so the question would never be shown"
+        else:
+            try:
+                template.format(question="")  # format specs and conversions: "{question:d}" fails here
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+    if cause is not None:
+        raise ValueError(f"prompt_template {shown!r} is not a valid prompt template ({cause}). {fix}")
+    return template
+
+
 def problem_fields(problems: Sequence[Problem]) -> dict[str, list]:
     """Extra per-problem fields passed to reward functions: ``problem_ids`` and ``solutions`` lists."""
     return {"problem_ids": [p.id for p in problems], "solutions": [p.solution for p in problems]}
 
 
-def load_problems(task: str, dataset: Sequence[Problem] | str | os.PathLike | None, split: str,
-                  n: int | None, seed: int, difficulty: int | Sequence[int]) -> list[Problem]:
-    """The env's problems: ``dataset`` (a list or a ``.jsonl`` path) if given, else ``get_problems(task...)``.
+def load_problems(task: str, dataset: Sequence[Problem | Mapping[str, Any]] | str | os.PathLike | None,
+                  split: str, n: int | None, seed: int, difficulty: int | Sequence[int]) -> list[Problem]:
+    """The env's problems: ``dataset`` if given, else ``get_problems(task...)``.
+
+    Args:
+        task: The task name or ``.jsonl`` path (used when ``dataset`` is None).
+        dataset: None, a ``.jsonl`` path, or a list of :class:`Problem` and/or dicts with ``"question"`` and
+            ``"answer"`` keys (optional ``"id"``, ``"solution"``), converted by :func:`~llm_gym.tasks.as_problems`.
+        split: ``get_problems``' split.
+        n: ``get_problems``' ``n``.
+        seed: ``get_problems``' seed.
+        difficulty: ``get_problems``' difficulty.
+
+    Returns:
+        The problems.
 
     Raises:
-        ValueError: the result is empty.
+        ValueError: the result is empty, two problems share an id, or a dict is not a valid problem.
+        TypeError: ``dataset`` is not a list of problems or dicts (the message says what to pass).
     """
     if dataset is None:
         problems = get_problems(task, split=split, n=n, seed=seed, difficulty=difficulty)
     elif isinstance(dataset, (str, os.PathLike)):
         problems = load_jsonl(dataset)
     else:
-        problems = list(dataset)
+        problems = as_problems(dataset)
     if not problems:
         raise ValueError("The dataset is empty: pass at least one Problem (or a non-empty .jsonl file).")
     return problems

@@ -39,7 +39,8 @@ class SequenceEnv(LLMEnvBase):
     at their tokens.
 
     Episode: ``reset`` picks a problem (``options={"problem_id": k}`` or a draw from ``np_random``);
-    ``step`` scores the response and terminates.
+    ``step`` scores the response and terminates. Stepping again before the next ``reset`` raises
+    ``RuntimeError`` (as :class:`~llm_gym.envs.token.TokenEnv` does), so a response is never scored twice.
 
     Batched scoring: :meth:`score_batch` scores ``n`` responses with each reward function called once;
     :meth:`prime_scores` queues such results and ``step`` uses the queue's head when its problem and ids
@@ -56,34 +57,39 @@ class SequenceEnv(LLMEnvBase):
         model: model name/path or a :class:`~llm_gym.lm.LanguageModel` (its tokenizer, vocabulary and
             context length define the spaces). None = SmolLM2-135M-Instruct.
         task: ``"arithmetic"``, ``"gsm8k"``, ``"gsm_symbolic"`` or a ``.jsonl`` path.
-        dataset: explicit problems (a list of :class:`~llm_gym.tasks.Problem` or a ``.jsonl`` path);
-            overrides ``task``.
+        dataset: explicit problems, overriding ``task``: a list of :class:`~llm_gym.tasks.Problem`, a list of
+            dicts with ``"question"`` and ``"answer"`` keys (optional ``"id"``, ``"solution"``; e.g. the rows of a
+            Hugging Face dataset), or a ``.jsonl`` path. Ids must be unique.
         split: ``"train"`` or ``"test"`` (disjoint; GSM8K originals are test only).
         difficulty: arithmetic level(s), 1 = ``a + b`` with a, b <= 20.
-        n_problems: how many problems to draw (None = the task's default).
-        max_new_tokens: response budget ``T`` in tokens.
-        max_prompt_length: ``L``; None = the longest prompt of the dataset.
+        n_problems: how many problems to draw, an integer >= 1 (None = the task's default).
+        max_new_tokens: response budget ``T`` in tokens, an integer >= 1.
+        max_prompt_length: ``L``, an integer >= 1; None = the longest prompt of the dataset.
         reward_fn: replaces the default reward (callable or ``{name: fn}``).
-        format_weight: weight of the ``\\boxed{}`` format component in the default reward (0 = off).
+        format_weight: weight of the ``\\boxed{}`` format component in the default reward, a finite number
+            >= 0 (0 = off).
         process_reward_fn: a process reward function ``fn(prompts, steps, answers, **problem_fields)`` ->
             one value (or None = no reward) per step of each response, e.g.
             :func:`~llm_gym.rewards.process.arithmetic_step_reward` (see
             :class:`~llm_gym.rewards.process.ProcessRewardFunction`); None = no step rewards.
         step_delimiter: the text that ends a step (``"\\n"``: one step per line; ``"\\n\\n"``: paragraphs).
-        reward_timeout: seconds each reward call may take (every ``reward_fn`` component, through
-            ``CombinedReward(..., timeout=)``, and ``process_reward_fn``); None = no limit. A call that
-            times out raises :class:`~llm_gym.rewards.RewardFunctionError`.
-        prompt_template: ``str.format`` template with ``{question}``.
+        reward_timeout: seconds each reward call may take, a finite number > 0 (every ``reward_fn``
+            component, through ``CombinedReward(..., timeout=)``, and ``process_reward_fn``); None = no limit.
+            A call that times out raises :class:`~llm_gym.rewards.RewardFunctionError`.
+        prompt_template: ``str.format`` template with ``{question}`` (its only field; literal braces doubled).
         system_prompt: optional system message.
         chat_template: wrap the prompt in the model's chat template.
-        seed: dataset seed (problem generation).
+        seed: dataset seed (problem generation), an integer.
         device: for the model handle.
 
     Raises:
-        ValueError: empty dataset, a prompt that does not fit in the context with ``max_new_tokens``, an
-            empty ``step_delimiter``, a bad ``reward_timeout``, or ``reward_timeout`` with a ready-made
-            ``CombinedReward`` (give it its own ``timeout``).
-        TypeError: ``process_reward_fn`` not callable.
+        ValueError: a numeric argument of the wrong type or out of range (``max_new_tokens``,
+            ``max_prompt_length``, ``n_problems``, ``format_weight``, ``reward_timeout``, ``difficulty``,
+            ``seed``; the message names the argument and its range), a ``prompt_template`` without
+            ``{question}`` or with unbalanced braces, an empty dataset, duplicate problem ids, a prompt that
+            does not fit in the context with ``max_new_tokens``, an empty ``step_delimiter``, or
+            ``reward_timeout`` with a ready-made ``CombinedReward`` (give it its own ``timeout``).
+        TypeError: ``process_reward_fn`` not callable, or ``dataset`` not a list of problems / dicts or a path.
     """
 
     def _make_spaces(self) -> tuple[spaces.Dict, spaces.Box]:
@@ -104,6 +110,7 @@ class SequenceEnv(LLMEnvBase):
             ValueError: ``problem_id`` outside ``0 .. n_problems - 1``.
         """
         self._select_problem(seed, options)
+        self._done = False
         return self.prompt_obs(), self._info()
 
     def step(self, action):
@@ -119,28 +126,45 @@ class SequenceEnv(LLMEnvBase):
             ``(obs, reward, terminated=True, truncated=False, info)``.
 
         Raises:
-            RuntimeError: ``step`` before ``reset``.
-            ValueError: wrong action shape or a token id outside ``0 .. V-1``.
+            RuntimeError: ``step`` before ``reset``, or a second ``step`` in the same episode.
+            ValueError: wrong action shape, a non-integer id or a token id outside ``0 .. V-1``.
         """
         if self._problem_id is None:
             raise RuntimeError("Call reset() before step().")
+        if self._done:
+            raise RuntimeError("The episode has ended (a SequenceEnv episode is one step: the whole response): "
+                               "call reset() before step().")
         ids = _check_action(action, self.max_new_tokens, self.lm.vocab_size)
         primed = self._take_primed(ids)
         reward, info = self.score_response(ids) if primed is None else primed
+        self._done = True
         return self.prompt_obs(), reward, True, False, info
+
+    # Episode state before the first reset.
+    _done: bool = False
 
 
 def _check_action(action, max_new_tokens: int, vocab_size: int) -> np.ndarray:
+    """``action`` as ``(max_new_tokens,)`` int64 token ids, checked.
+
+    Integer arrays (any integer dtype) and float arrays of whole numbers are accepted.
+
+    Raises:
+        ValueError: wrong shape, a dtype that is not integer or float (strings, bools, objects), a float with a
+            fraction or a NaN/infinity, or an id outside ``0 .. vocab_size - 1``.
+    """
     ids = np.asarray(action)
     if ids.shape != (max_new_tokens,):
         raise ValueError(
             f"Action must be a ({max_new_tokens},) array of token ids (right-padded with the pad id), got "
             f"shape {ids.shape}."
         )
-    if not np.issubdtype(ids.dtype, np.integer):
-        if not np.all(np.mod(ids, 1) == 0):
-            raise ValueError(f"Action must hold integer token ids, got dtype {ids.dtype} with fractions.")
-        ids = ids.astype(np.int64)
+    if np.issubdtype(ids.dtype, np.floating):
+        if not np.all(np.isfinite(ids)) or not np.all(np.mod(ids, 1) == 0):
+            raise ValueError(f"Action must hold integer token ids, got dtype {ids.dtype} with fractions or "
+                             f"NaN/infinite values.")
+    elif not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"Action must hold integer token ids, got an array of dtype {ids.dtype}.")
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         raise ValueError(

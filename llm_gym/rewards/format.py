@@ -10,13 +10,20 @@ from llm_gym.rewards.base import RewardFunction
 __all__ = ["boxed_contents", "boxed_format_reward", "regex_format_reward"]
 
 _BOXED_START = re.compile(r"\\boxed\s*\{")
+_BRACE = re.compile(r"\\[{}]|[{}]")  # an escaped brace (one token, ignored) or a brace
 
 
 def boxed_contents(text: str) -> list[str]:
     """Return the contents of every complete ``\\boxed{...}`` in ``text``, in order.
 
-    Braces are matched, so nested groups such as ``\\boxed{\\frac{1}{2}}`` are returned whole.
-    An unterminated ``\\boxed{`` (e.g. a truncated response) is skipped.
+    Braces are matched, so nested groups such as ``\\boxed{\\frac{1}{2}}`` are returned whole; an escaped
+    brace (``\\{`` or ``\\}``) does not count. An unterminated ``\\boxed{`` (e.g. a truncated response) is
+    skipped, and boxes inside it are still found. A box nested inside a complete box is part of the outer
+    box's contents, not returned on its own.
+
+    Runs in time linear in ``len(text)``: one pass matches every brace with a stack, then each
+    ``\\boxed{`` looks its closing brace up. (Scanning forward from every opener is quadratic on hostile
+    text such as ``"\\boxed{" * 20000``.)
 
     Args:
         text: Any string.
@@ -27,31 +34,36 @@ def boxed_contents(text: str) -> list[str]:
     >>> boxed_contents(r"first \\boxed{1}, then \\boxed{\\frac{1}{2}} and \\boxed{oops")
     ['1', '\\\\frac{1}{2}']
     """
+    if "\\boxed" not in text:
+        return []
+    closing = _matching_braces(text)
     found: list[str] = []
-    pos = 0
-    while True:
-        match = _BOXED_START.search(text, pos)
-        if match is None:
-            return found
-        start = match.end()
-        depth = 1
-        i = start
-        while i < len(text) and depth:
-            ch = text[i]
-            if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-                i += 2  # escaped brace \{ or \} does not count
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-            i += 1
-        if depth:
-            # Unbalanced: skip this opener and keep looking for later complete boxes.
-            pos = start
+    pos = 0  # end of the last complete box: openers inside it belong to it
+    for match in _BOXED_START.finditer(text):
+        if match.start() < pos:
             continue
-        found.append(text[start : i - 1])
-        pos = i
+        end = closing.get(match.end() - 1)
+        if end is not None:  # else unbalanced: skip this opener, later (inner) boxes may be complete
+            found.append(text[match.end() : end])
+            pos = end + 1
+    return found
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Map the index of every matched ``{`` of ``text`` to the index of its ``}``, in one linear pass.
+
+    Escaped braces ``\\{`` and ``\\}`` are skipped; an unmatched ``}`` is ignored and an unmatched ``{``
+    has no entry.
+    """
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _BRACE.finditer(text):
+        brace = match.group()
+        if brace == "{":
+            stack.append(match.start())
+        elif brace == "}" and stack:
+            closing[stack.pop()] = match.start()
+    return closing
 
 
 def boxed_format_reward(

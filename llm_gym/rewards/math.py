@@ -36,8 +36,10 @@ _NUMBER = (
     r"|(?:(?<![\w)\]}])-)?\.\d+"
 )
 _NUMBER_RE = re.compile(_NUMBER)
+# One whitespace run before each optional token, never two adjacent runs ("\s*:?\s*(?:\*\*)?\s*" lets the
+# engine try every split of a run between three \s*, cubic: "answer is" + 400 spaces took seconds).
 _ANSWER_PHRASE_RE = re.compile(
-    r"(?:\banswer\s+is|\banswer\s*:)\s*:?\s*(?:\*\*|__)?\s*"
+    r"(?:\banswer\s+is|\banswer\s*:)\s*(?::\s*)?(?:(?:\*\*|__)\s*)?"
     r"(?:\$(?P<dollar>[^$]{1,200})\$|\\\((?P<paren>.{1,200}?)\\\)|(?:\\?\$)?(?P<num>" + _NUMBER + r"))",
     re.IGNORECASE,
 )

@@ -18,6 +18,7 @@ checker for arithmetic: every ``expression = value`` of a step is verified exact
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -297,21 +298,29 @@ def call_process_reward_fn(
 # ------------------------------------------------------------------------------ arithmetic checker
 #: Longest expression (characters) the checker evaluates; longer ones are not checked (None).
 MAX_EXPRESSION_CHARS = 200
+#: Passes of each LaTeX rewrite per line: one nesting level of ``\\boxed{}`` / ``\\frac{}{}`` per pass, so
+#: deeper nesting is left as it is (the equations around it are then usually not checkable). Bounds the
+#: cost of hostile text such as ``"\\boxed{" * 30000`` to linear time.
+MAX_NESTING = 16
 
+# (pattern, replacement, characters one of which every match contains: a line without them skips the pattern)
 _LATEX_SUBS = (
-    (re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"), r"(\1)/(\2)"),
-    (re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*)\}"), r" \1 "),
-    (re.compile(r"\\(?:left|right)\b"), ""),
-    (re.compile(r"\\(?:times|cdot)\b|[×·∗]"), " * "),
-    (re.compile(r"\\div\b|÷"), " / "),
-    (re.compile(r"\\[$()\[\],;:! ]|\$|\*\*|__"), " "),  # math delimiters, LaTeX spaces, markdown bold
-    (re.compile(r"[−–]"), "-"),
-    (re.compile(r"(?<=\d),(?=\d{3}(?!\d))"), ""),  # thousands separators
-    (re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])"), " * "),  # "3 x 4"
+    (re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"), r"(\1)/(\2)", "\\"),
+    (re.compile(r"\\(?:boxed|fbox)\s*\{([^{}]*)\}"), r" \1 ", "\\"),
+    (re.compile(r"\\(?:left|right)\b"), "", "\\"),
+    (re.compile(r"\\(?:times|cdot)\b|[×·∗]"), " * ", "\\×·∗"),
+    (re.compile(r"\\div\b|÷"), " / ", "\\÷"),
+    (re.compile(r"\\[$()\[\],;:! ]|\$|\*\*|__"), " ", "\\$*_"),  # math delimiters, LaTeX spaces, markdown bold
+    (re.compile(r"[−–]"), "-", "−–"),
+    (re.compile(r"(?<=\d),(?=\d{3}(?!\d))"), "", ","),  # thousands separators
+    (re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])"), " * ", "xX"),  # "3 x 4"
 )
 _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|step\s*\d+\s*[:.)])\s+", re.IGNORECASE)
-_LEFT_RUN = re.compile(r"[\d\s.+\-*/()]*$")
-_RIGHT_RUN = re.compile(r"^[\d\s.+\-*/()]*")
+# The arithmetic characters. The run ending at an "=" is found by matching the reversed text from its
+# start: searching for ``[...]*$`` retries from every position and is quadratic in the run's length.
+_RIGHT_RUN = re.compile(r"[\d\s.+\-*/()]*")
+_TRAILING_WORD_REVERSED = re.compile(r"\s*([A-Za-z]+)")
+_PLAIN_NUMBER = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")  # a valid Python literal as it is
 # Words that make a number next to "=" part of a larger quantity: "half of 8 = 4", "= 3 hundred".
 _OPERATOR_WORDS = frozenset(
     "of times plus minus by over per divided multiplied add added subtract subtracted twice half double "
@@ -322,10 +331,13 @@ _OPERATOR_WORDS = frozenset(
 def _clean(line: str) -> str:
     """Normalise the notation of one line: LaTeX and unicode operators, boxes, ``$``, thousands commas."""
     text = _LIST_MARKER.sub("", line)
-    for pattern, replacement in _LATEX_SUBS:
-        previous = None
-        while previous != text:  # nested \boxed{\frac{..}{..}} need several passes
-            previous, text = text, pattern.sub(replacement, text)
+    for pattern, replacement, triggers in _LATEX_SUBS:
+        if not any(char in text for char in triggers):
+            continue
+        for _ in range(MAX_NESTING):  # nested \boxed{\frac{..}{..}} need several passes
+            text, n_subs = pattern.subn(replacement, text)
+            if not n_subs:
+                break
     return text
 
 
@@ -336,18 +348,24 @@ def _balance(expr: str, left: bool) -> str:
     (``"7)"``, ``"7 ("`` -> ``"7"``).
     """
     opened, closed = expr.count("("), expr.count(")")
-    while left and opened > closed and expr.startswith("("):
-        expr, opened = expr[1:].lstrip(), opened - 1
-    while not left and ((expr[-1:] == ")" and closed > opened) or (expr[-1:] == "(" and opened > closed)):
-        opened, closed = opened - (expr[-1] == "("), closed - (expr[-1] == ")")
-        expr = expr[:-1].rstrip()
-    return expr
+    start, end = 0, len(expr)  # indices, not repeated slicing: linear in len(expr)
+    while left and opened > closed and expr[start:start + 1] == "(":
+        start, opened = start + 1, opened - 1
+        while start < end and expr[start].isspace():
+            start += 1
+    while not left and end > start and (
+            (expr[end - 1] == ")" and closed > opened) or (expr[end - 1] == "(" and opened > closed)):
+        opened, closed = opened - (expr[end - 1] == "("), closed - (expr[end - 1] == ")")
+        end -= 1
+        while end > start and expr[end - 1].isspace():
+            end -= 1
+    return expr[start:end]
 
 
 def _left_operand(part: str) -> str | None:
     """The arithmetic expression ending at the end of ``part`` (left of an ``=``), or None."""
-    run = _LEFT_RUN.search(part)
-    before, text = part[: run.start()], run.group()
+    run_start = len(part) - _RIGHT_RUN.match(part[::-1]).end()
+    before, text = part[:run_start], part[run_start:]
     dots = re.match(r"\.+(?=\s)", text)  # a full stop ending the previous sentence: "them. 3 + 4"
     if dots:
         before, text = before + dots.group(), text[dots.end():]
@@ -356,8 +374,8 @@ def _left_operand(part: str) -> str | None:
         return None  # nothing, or glued to a symbol: "x2", "5%", "\sqrt{9}"
     if expr[0] in "+*/" or (expr[0] == "-" and before.strip() and before.rstrip()[-1] not in ",;:"):
         return None  # a binary operator whose left operand is not a number: "x - 3"
-    word = re.search(r"([A-Za-z]+)\s*$", before)
-    return None if word and word.group(1).lower() in _OPERATOR_WORDS else expr
+    word = _TRAILING_WORD_REVERSED.match(before[::-1])  # the word ending ``before`` (reversed), if any
+    return None if word and word.group(1)[::-1].lower() in _OPERATOR_WORDS else expr
 
 
 def _right_operand(part: str) -> str | None:
@@ -373,10 +391,16 @@ def _right_operand(part: str) -> str | None:
     return None if word and word.group(1).lower() in _OPERATOR_WORDS else expr
 
 
+@functools.lru_cache(maxsize=4096)
 def _evaluate(expr: str) -> Fraction | None:
-    """Exact value of ``+ - * /`` and parentheses over integers and decimals, or None if not that."""
+    """Exact value of ``+ - * /`` and parentheses over integers and decimals, or None if not that.
+
+    Cached: a pure function of the text, and a response often repeats its numbers and expressions.
+    """
     if len(expr) > MAX_EXPRESSION_CHARS:
         return None
+    if _PLAIN_NUMBER.fullmatch(expr):
+        return Fraction(expr)  # the common right-hand side, without a parse
     try:
         tree = ast.parse(expr, mode="eval")
     except (SyntaxError, ValueError):
@@ -419,13 +443,17 @@ def check_arithmetic_step(text: str) -> float | None:
     >>> check_arithmetic_step(r"So 3 + 4 * 2 = 3 + 8 = 11, \\boxed{11}."), check_arithmetic_step("12 / 8 = 1.4")
     (1.0, 0.0)
     """
-    verdicts = []
+    checked = False
     for line in text.splitlines():
+        if "=" not in line:  # _clean never adds one
+            continue
         parts = _clean(line).split("=")
-        verdicts += [_equation_holds(parts[i], parts[i + 1]) for i in range(len(parts) - 1)]
-    if False in verdicts:
-        return 0.0
-    return 1.0 if True in verdicts else None
+        for i in range(len(parts) - 1):
+            holds = _equation_holds(parts[i], parts[i + 1])
+            if holds is False:
+                return 0.0  # one wrong equation decides the step
+            checked = checked or holds is True
+    return 1.0 if checked else None
 
 
 def arithmetic_step_reward(prompts: list[str], steps: list[list[str]], answers: list[str],

@@ -17,17 +17,19 @@ from collections.abc import Iterable
 from llm_gym.tasks.arithmetic import arithmetic_problems, split_capacity
 from llm_gym.tasks.gsm import gsm8k_problems, gsm_symbolic_problems
 from llm_gym.tasks.jsonl import load_jsonl
-from llm_gym.tasks.problem import Problem, normalize_answer, split_solution
+from llm_gym.tasks.problem import Problem, as_problems, normalize_answer, problem_from_dict, split_solution
 
 __all__ = [
     "TASKS",
     "Problem",
     "arithmetic_problems",
+    "as_problems",
     "get_problems",
     "gsm8k_problems",
     "gsm_symbolic_problems",
     "load_jsonl",
     "normalize_answer",
+    "problem_from_dict",
     "split_solution",
 ]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
-from llm_gym.tasks.problem import Problem, normalize_answer, split_solution
+from llm_gym.tasks.problem import Problem, problem_from_dict
 
 __all__ = ["load_jsonl"]
 
@@ -25,7 +26,7 @@ def load_jsonl(
     (used when the answer has no ``####`` part) and ``"difficulty"`` (an int).
 
     Args:
-        path: The file to read (UTF-8).
+        path: The file to read (UTF-8; a byte order mark is allowed).
         question_key: Key of the question text.
         answer_key: Key of the answer.
 
@@ -34,9 +35,9 @@ def load_jsonl(
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: On invalid JSON, a line that is not an object, a missing or empty question or
-            answer, a duplicate id (the message names the file and line number), or a file with no
-            problems.
+        ValueError: On bytes that are not UTF-8, invalid JSON, a line that is not an object, a missing or
+            empty question or answer, a NaN or infinite answer, a duplicate id (the message names the file
+            and line number), or a file with no problems.
 
     Example:
         >>> import json, tempfile
@@ -51,52 +52,55 @@ def load_jsonl(
         raise FileNotFoundError(f"problem file {str(path)!r} does not exist")
     problems: list[Problem] = []
     ids: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            record, question, answer, solution = _parse_line(line, where, question_key, answer_key)
-            problem_id = str(record.get("id", f"{path.stem}/{lineno}"))
-            if problem_id in ids:
-                raise ValueError(
-                    f"{where}: duplicate id {problem_id!r} (first used on line {ids[problem_id]})"
-                )
-            ids[problem_id] = lineno
-            difficulty = record.get("difficulty")
-            problems.append(
-                Problem(
-                    id=problem_id,
-                    question=question.strip(),
-                    answer=answer,
-                    solution=solution,
-                    source=path.name,
-                    difficulty=difficulty
-                    if isinstance(difficulty, int) and not isinstance(difficulty, bool)
-                    else None,
-                )
-            )
+    for lineno, line in enumerate(io.StringIO(_read_utf8(path), newline=None), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {lineno}"
+        record = _parse_line(line, where)
+        problem = problem_from_dict(record, default_id=f"{path.stem}/{lineno}", source=path.name,
+                                    question_key=question_key, answer_key=answer_key, where=where)
+        if problem.id in ids:
+            raise ValueError(f"{where}: duplicate id {problem.id!r} (first used on line {ids[problem.id]})")
+        ids[problem.id] = lineno
+        problems.append(problem)
     if not problems:
         raise ValueError(f"problem file {str(path)!r} contains no problems (it is empty or only blank lines)")
     return problems
 
 
-def _parse_line(
-    line: str, where: str, question_key: str, answer_key: str
-) -> tuple[dict, str, str, str | None]:
-    """Parse and validate one non-blank line of a ``.jsonl`` problem file.
+def _read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file (a leading byte order mark is dropped).
+
+    Raises:
+        ValueError: The file is not valid UTF-8; the message names the file, the line, the column and the
+            offending byte, and says how to fix it.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+        lineno = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        raise ValueError(
+            f"{path}, line {lineno}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}: "
+            f"{exc.reason}). Save the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > fixed.jsonl` if it is Latin-1."
+        ) from None
+
+
+def _parse_line(line: str, where: str) -> dict:
+    """Parse one non-blank line of a ``.jsonl`` problem file into a dict.
 
     Args:
         line: The raw line text.
         where: ``"<path>, line <n>"`` prefix for error messages.
-        question_key: Key of the question text.
-        answer_key: Key of the answer.
 
     Returns:
-        ``(record, question, answer, solution)``; ``question`` is not yet stripped.
+        The JSON object.
 
     Raises:
-        ValueError: On invalid JSON, a non-object, or a missing or empty question or answer.
+        ValueError: On invalid JSON or a value that is not an object.
     """
     try:
         record = json.loads(line)
@@ -104,20 +108,4 @@ def _parse_line(
         raise ValueError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for key in (question_key, answer_key):
-        if key not in record:
-            raise ValueError(f"{where}: missing key {key!r} (keys present: {sorted(record)})")
-    question, raw_answer = record[question_key], record[answer_key]
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"{where}: {question_key!r} must be a non-empty string, got {question!r}")
-    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
-        raise ValueError(f"{where}: {answer_key!r} must be a string or a number, got {raw_answer!r}")
-    if isinstance(raw_answer, str):
-        solution, answer = split_solution(raw_answer)
-    else:
-        solution, answer = None, normalize_answer(raw_answer)
-    if not answer:
-        raise ValueError(f"{where}: {answer_key!r} has an empty final answer: {raw_answer!r}")
-    if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
-        solution = record["solution"].strip()
-    return record, question, answer, solution
+    return record

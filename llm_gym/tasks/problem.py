@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-__all__ = ["Problem", "normalize_answer", "split_solution"]
+__all__ = ["Problem", "as_problems", "normalize_answer", "problem_from_dict", "split_solution"]
 
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+# What float("nan") / float("inf") print as (and what JSON's NaN / Infinity load as): never a gold answer.
+_NON_FINITE = re.compile(r"[-+]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,8 @@ class Problem:
         difficulty: Difficulty level where the task defines one (arithmetic levels 1-4), else None.
 
     Raises:
-        ValueError: If ``id``, ``question`` or ``answer`` is empty.
+        ValueError: If ``id``, ``question`` or ``answer`` is empty or not a string, or ``answer`` is NaN or
+            an infinity (``"nan"``, ``"inf"``, ``"-Infinity"``...).
 
     Example:
         >>> Problem(id="demo/0", question="What is 2 + 2?", answer="4").answer
@@ -47,6 +53,12 @@ class Problem:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"Problem.{name} must be a non-empty string, got {value!r}")
+        if _NON_FINITE.fullmatch(self.answer.strip()):
+            raise ValueError(
+                f"Problem {self.id!r}: answer {self.answer!r} is NaN or infinite, which is not a gold answer (NaN "
+                f"equals nothing, so no response could be scored correct). Fix the data; if the answer really is "
+                f"infinity, write it in LaTeX as '\\infty'."
+            )
 
 
 def normalize_answer(text: str | int | float) -> str:
@@ -62,6 +74,9 @@ def normalize_answer(text: str | int | float) -> str:
     Returns:
         The normalised answer.
 
+    Raises:
+        ValueError: ``text`` is a float NaN or infinity (no gold answer can be that).
+
     Example:
         >>> normalize_answer("1,234.50"), normalize_answer(12.0), normalize_answer(" 7 ")
         ('1234.5', '12', '7')
@@ -71,6 +86,8 @@ def normalize_answer(text: str | int | float) -> str:
     if isinstance(text, int):
         return str(text)
     if isinstance(text, float):
+        if not math.isfinite(text):
+            raise ValueError(f"answer {text!r} is not a finite number: a gold answer must be a finite value.")
         text = repr(text)
     raw = str(text).strip()
     candidate = _THOUSANDS_COMMA.sub("", raw)
@@ -114,3 +131,119 @@ def split_solution(text: str) -> tuple[str | None, str]:
     steps = _CALCULATOR_ANNOTATION.sub("", steps)
     lines = [line.strip() for line in steps.splitlines() if line.strip()]
     return ("\n".join(lines) or None), normalize_answer(final)
+
+
+def problem_from_dict(
+    record: Mapping[str, Any],
+    *,
+    default_id: str,
+    source: str = "",
+    question_key: str = "question",
+    answer_key: str = "answer",
+    where: str = "",
+) -> Problem:
+    """Build a :class:`Problem` from a mapping such as one line of a ``.jsonl`` file.
+
+    The answer may be a number or a string; a GSM8K-style answer ``"steps ...\\n#### 42"`` is split into
+    ``solution`` and ``answer`` (:func:`split_solution`), other answers are normalised with
+    :func:`normalize_answer`. Optional keys: ``"id"`` (default ``default_id``), ``"solution"`` (used when the
+    answer has no ``####`` part) and ``"difficulty"`` (kept when it is an int). Other keys are ignored.
+
+    Args:
+        record: The mapping.
+        default_id: The id when ``record`` has no ``"id"``.
+        source: The problem's ``source``.
+        question_key: Key of the question text.
+        answer_key: Key of the answer.
+        where: Prefix of error messages that locates the record (``"data.jsonl, line 3"``).
+
+    Returns:
+        The problem (question stripped).
+
+    Raises:
+        ValueError: A missing key, an empty or non-string question, an answer that is not a string or a
+            finite number (``NaN`` and ``Infinity`` are refused), or an empty final answer. The message
+            starts with ``where``.
+
+    >>> problem_from_dict({"question": "1 + 1?", "answer": 2}, default_id="mine/0").answer
+    '2'
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{prefix}expected a JSON object / dict, got {type(record).__name__}")
+    for key in (question_key, answer_key):
+        if key not in record:
+            raise ValueError(f"{prefix}missing key {key!r} (keys present: {sorted(map(str, record))})")
+    question, raw_answer = record[question_key], record[answer_key]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{prefix}{question_key!r} must be a non-empty string, got {question!r}")
+    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
+        raise ValueError(f"{prefix}{answer_key!r} must be a string or a number, got {raw_answer!r}")
+    if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
+        raise ValueError(f"{prefix}{answer_key!r} is {raw_answer!r}, which is not a gold answer (NaN equals "
+                         f"nothing, so no response could be scored correct). Fix the answer in the data.")
+    if isinstance(raw_answer, str):
+        solution, answer = split_solution(raw_answer)
+    else:
+        solution, answer = None, normalize_answer(raw_answer)
+    if not answer:
+        raise ValueError(f"{prefix}{answer_key!r} has an empty final answer: {raw_answer!r}")
+    if _NON_FINITE.fullmatch(answer):
+        raise ValueError(f"{prefix}{answer_key!r} is {raw_answer!r}, NaN or infinite, which is not a gold answer "
+                         f"(NaN equals nothing, so no response could be scored correct). Fix the answer in the "
+                         f"data; if it really is infinity, write it in LaTeX as '\\infty'.")
+    if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
+        solution = record["solution"].strip()
+    difficulty = record.get("difficulty")
+    try:
+        return Problem(
+            id=str(record.get("id", default_id)),
+            question=question.strip(),
+            answer=answer,
+            solution=solution,
+            source=source,
+            difficulty=difficulty if isinstance(difficulty, int) and not isinstance(difficulty, bool) else None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{prefix}{exc}") from None
+
+
+def as_problems(dataset: Iterable[Problem | Mapping[str, Any]], name: str = "dataset") -> list[Problem]:
+    """Check a user's problem list: convert dicts to :class:`Problem` and refuse duplicate ids.
+
+    Args:
+        dataset: :class:`Problem` objects and/or dicts with ``"question"`` and ``"answer"`` keys (optional
+            ``"id"``, default ``"<name>/<index>"``, ``"solution"`` and ``"difficulty"``; see
+            :func:`problem_from_dict`), e.g. the rows of a Hugging Face ``datasets.Dataset``.
+        name: What to call the list in error messages (and the id prefix of dicts without ``"id"``).
+
+    Returns:
+        The problems, in order.
+
+    Raises:
+        TypeError: ``dataset`` is a string, a single Problem or dict, not iterable, or holds an item that is
+            neither a Problem nor a dict; the message says what to pass.
+        ValueError: A dict that is not a valid problem (the message names its index), or two problems with
+            the same id (the message names the id and both indices).
+
+    >>> [p.id for p in as_problems([{"question": "1 + 1?", "answer": "2"}, Problem("b", "2 + 2?", "4")])]
+    ['dataset/0', 'b']
+    """
+    what = ("pass a list of llm_gym.tasks.Problem, a list of dicts with 'question' and 'answer' keys (optional "
+            "'id' and 'solution'), or the path of a .jsonl file")
+    if isinstance(dataset, (str, bytes, Problem, Mapping)) or not isinstance(dataset, Iterable):
+        raise TypeError(f"{name} must be a list of problems, got {type(dataset).__name__}: {what}.")
+    problems: list[Problem] = []
+    first_index: dict[str, int] = {}
+    for i, item in enumerate(dataset):
+        if isinstance(item, Mapping):
+            item = problem_from_dict(item, default_id=f"{name}/{i}", source=name, where=f"{name}[{i}]")
+        elif not isinstance(item, Problem):
+            raise TypeError(f"{name}[{i}] is a {type(item).__name__}, not a Problem or a dict: {what}.")
+        if item.id in first_index:
+            raise ValueError(f"{name}[{i}] has the id {item.id!r} of {name}[{first_index[item.id]}]: problem ids must "
+                             f"be unique (they name problems in logs, info['problem'] and reward functions). Give "
+                             f"every problem its own id.")
+        first_index[item.id] = i
+        problems.append(item)
+    return problems

@@ -424,3 +424,95 @@ def test_is_stated_value():
 
     assert [is_stated_value(c) for c in ["12", "-3.5", "1/2", "1,000", "8 + 4", "0 + 11", "x = 5"]] == [
         True, True, True, True, False, False, True]
+
+
+# --------------------------------------------------------------------------- linear time on hostile text
+
+# Each case: (function, text expression). Evaluated in a child process that times every call: the quadratic
+# code that this guards against takes minutes on these inputs and holds the GIL inside one regex call, so
+# only a separate process can be stopped when it hangs.
+_HOSTILE_CASES = {
+    "boxed_contents(unbalanced boxes)": ("boxed_contents", r'"\\boxed{" * 30000'),
+    "boxed_contents(one box, unbalanced braces)": ("boxed_contents", r'"\\boxed{" + "{" * 200000'),
+    "boxed_contents(nested boxes)": ("boxed_contents", r'"\\boxed{\\boxed{" * 15000 + "}" * 10'),
+    "extract_answer(unbalanced boxes)": ("extract_answer", r'"\\boxed{" * 30000'),
+    "extract_answer(answer is + spaces)": ("extract_answer", r'"The answer is" + " " * 200000 + "x"'),
+    "extract_answer(answer: + spaces)": ("extract_answer", r'"answer:" + " " * 200000 + "**"'),
+    "boxed_format_reward(unbalanced boxes)": ("boxed_format_reward", r'"\\boxed{" * 30000'),
+    "math_answer_reward(unbalanced boxes)": ("math_answer_reward", r'"\\boxed{" * 30000 + " 42"'),
+    "check_arithmetic_step(long run before =)": ("check_arithmetic_step", r'"1" * 200000 + "x = 1"'),
+    "check_arithmetic_step(spaced run before =)": ("check_arithmetic_step", r'"1 " * 100000 + "x = 1"'),
+    "check_arithmetic_step(3 x 4 chain)": ("check_arithmetic_step", r'"1 x " * 50000 + "= 1"'),
+    "check_arithmetic_step(open parens)": ("check_arithmetic_step", r'"(" * 200000 + "1 = 1"'),
+    "check_arithmetic_step(nested boxes)": ("check_arithmetic_step", r'"\\boxed{" * 28000 + "1 = 1" + "}" * 28000'),
+    "check_arithmetic_step(nested fractions)": ("check_arithmetic_step", r'"\\frac{" * 30000 + "1" + "}{1}" * 30000 + "= 1"'),
+    "check_arithmetic_step(many lines)": ("check_arithmetic_step", r'("1" * 2000 + "x = 1\n") * 100'),
+}
+
+_CHILD = r'''
+import json, sys, time
+from llm_gym.rewards import arithmetic_step_reward, boxed_format_reward, extract_answer, math_answer_reward
+from llm_gym.rewards.format import boxed_contents
+from llm_gym.rewards.process import check_arithmetic_step
+
+CALLS = {
+    "boxed_contents": boxed_contents,
+    "extract_answer": extract_answer,
+    "check_arithmetic_step": check_arithmetic_step,
+    "boxed_format_reward": lambda text: boxed_format_reward([""], [text], ["42"]),
+    "math_answer_reward": lambda text: math_answer_reward([""], [text], ["42"]),
+}
+for name, (fn, expression) in json.loads(sys.argv[1]).items():
+    text = eval(expression)
+    start = time.perf_counter()
+    CALLS[fn](text)
+    print(json.dumps({"case": name, "chars": len(text), "seconds": time.perf_counter() - start}), flush=True)
+'''
+
+
+def test_answer_extraction_and_step_checking_run_in_linear_time() -> None:
+    """Hostile responses of ~200k characters are parsed in well under a second (quadratic code took minutes)."""
+    import json
+    import subprocess
+    import sys
+
+    limit = 60.0  # the whole child process, import included; each call must take < 1 s
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(_HOSTILE_CASES)], capture_output=True,
+                              text=True, timeout=limit, check=False)
+        stdout, stderr = proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        done = [json.loads(line)["case"] for line in out.splitlines()]
+        stuck = next(name for name in _HOSTILE_CASES if name not in done)
+        pytest.fail(f"{stuck} did not finish within {limit:g} s (finished: {done})")
+    assert not stderr.strip() or "Traceback" not in stderr, stderr
+    results = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["case"] for r in results] == list(_HOSTILE_CASES)
+    assert all(r["chars"] >= 100_000 for r in results)
+    slow = {r["case"]: round(r["seconds"], 3) for r in results if r["seconds"] > 1.0}
+    assert not slow, f"not linear time: {slow}"
+
+
+def test_extract_answer_after_long_whitespace_is_unchanged() -> None:
+    assert extract_answer("The answer is" + " " * 1000 + "42") == "42"
+    assert extract_answer("answer:" + " " * 50 + ": **7**") == "7"
+    assert extract_answer(r"\boxed{" * 1000 + r"\boxed{5} then \boxed{6") == "5"
+
+
+# --------------------------------------------------------------------------- length rewards
+
+
+def test_length_rewards_reject_non_finite_values() -> None:
+    from llm_gym.rewards import length_penalty, overlong_penalty
+
+    for lengths in ([float("nan")], [float("inf")], [3, -1], ["ten"]):
+        with pytest.raises(ValueError, match="lengths must be"):
+            length_penalty(lengths, max_length=64)
+        with pytest.raises(ValueError, match="lengths must be"):
+            overlong_penalty(lengths, max_length=64, overlong_buffer=16)
+    for kwargs in ({"penalty_factor": float("nan")}, {"penalty_factor": float("inf")}, {"max_length": 64.5},
+                   {"overlong_buffer": 3.5}, {"overlong_buffer": True}):
+        with pytest.raises(ValueError, match="Need max_length"):
+            overlong_penalty([10], **({"max_length": 64, "overlong_buffer": 16} | kwargs))
+    assert overlong_penalty(np.array([10, 60]), np.int64(64), np.int64(16)).tolist() == [0.0, -0.75]

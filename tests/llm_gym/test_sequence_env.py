@@ -137,3 +137,97 @@ def test_bad_reward_functions_are_named(make_env, bad, match):
     with pytest.raises(RewardFunctionError, match="my_reward") as err:
         env.step(env.action_space.sample())
     assert match in str(err.value)
+
+
+def test_step_after_the_episode_ended_raises(make_env):
+    env = make_env()
+    env.reset(options={"problem_id": 0})
+    action = encode_action(env, "\\boxed{1}")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        env.step(np.full(12, env.lm.vocab_size))  # an invalid action does not end the episode...
+    env.step(action)  # ...so the episode's one step still works
+    with pytest.raises(RuntimeError, match=r"The episode has ended.*call reset\(\) before step\(\)"):
+        env.step(action)  # scoring the same episode again is refused, as in TokenEnv
+    env.reset(options={"problem_id": 0})
+    assert env.step(action)[2] is True
+
+
+def test_dataset_of_dicts_is_converted(make_env):
+    env = make_env(dataset=[{"question": "What is 1 + 1?", "answer": 2, "id": "a"},
+                            {"question": "Say hi", "answer": "hi", "solution": "Just say it."}])
+    assert [(p.id, p.answer, p.solution) for p in env.problems] == [("a", "2", None),
+                                                                     ("dataset/1", "hi", "Just say it.")]
+    env.reset(options={"problem_id": 0})
+    assert env.step(encode_action(env, "\\boxed{2}"))[1] == 1.0
+
+
+def test_bad_datasets_get_clear_errors(make_env):
+    with pytest.raises(TypeError, match=r"dataset\[0\] is a int, not a Problem or a dict: pass a list of"):
+        make_env(dataset=[1, 2])
+    with pytest.raises(ValueError, match=r"dataset\[0\]: missing key 'answer'"):
+        make_env(dataset=[{"question": "q?"}])
+    with pytest.raises(ValueError, match=r"dataset\[0\]: 'answer' is inf"):
+        make_env(dataset=[{"question": "q?", "answer": float("inf")}])
+    with pytest.raises(ValueError, match=r"dataset\[1\] has the id 'x' of dataset\[0\]"):
+        make_env(dataset=[Problem(id="x", question="q1?", answer="1"), Problem(id="x", question="q2?", answer="2")])
+
+
+@pytest.mark.parametrize("template, cause", [
+    ("{q}", "unknown field {q}"),
+    ("Solve: {question", "expected '}' before end of string"),
+    ("Solve: {question}}", "Single '}' encountered"),
+    ("Solve {question} in {} steps", "unknown field {}"),
+    ("Solve {question.upper}", "unknown field {question.upper}"),
+    ("Solve the problem.", "no {question} field"),
+    ("{question:d}", "Unknown format code 'd'"),
+])
+def test_bad_prompt_template_names_it_and_says_what_to_write(make_env, template, cause):
+    with pytest.raises(ValueError) as err:
+        make_env(prompt_template=template)
+    message = str(err.value)
+    assert f"prompt_template {template!r}" in message and cause in message
+    assert "must be a str.format template that contains {question}" in message
+
+
+def test_good_prompt_templates(make_env):
+    env = make_env(prompt_template="Q: {question} A: {{\\boxed{{}}}}", n_problems=2)
+    assert f"Q: {env.problems[0].question} A: {{\\boxed{{}}}}" in env.prompts[0]
+    with pytest.raises(TypeError, match="prompt_template must be a string"):
+        make_env(prompt_template=None)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1, got 0"),
+    ({"max_new_tokens": 12.0}, "max_new_tokens must be an integer >= 1 (a whole number, not a float or bool), got 12.0"),
+    ({"max_new_tokens": True}, "max_new_tokens must be an integer >= 1 (a whole number, not a float or bool), got True"),
+    ({"max_new_tokens": float("nan")}, "max_new_tokens must be an integer >= 1"),
+    ({"max_new_tokens": "12"}, "max_new_tokens must be an integer >= 1, got '12'"),
+    ({"max_prompt_length": 0}, "max_prompt_length must be an integer >= 1 or None, got 0"),
+    ({"max_prompt_length": 96.5}, "max_prompt_length must be an integer >= 1 or None"),
+    ({"n_problems": 0}, "n_problems must be an integer >= 1 or None, got 0"),
+    ({"n_problems": False}, "n_problems must be an integer >= 1 or None"),
+    ({"format_weight": -0.5}, "format_weight must be a finite number >= 0, got -0.5"),
+    ({"format_weight": float("nan")}, "format_weight must be a finite number >= 0, got nan"),
+    ({"format_weight": float("inf")}, "format_weight must be a finite number >= 0, got inf"),
+    ({"format_weight": True}, "format_weight must be a finite number >= 0, got True"),
+    ({"reward_timeout": 0}, "reward_timeout must be a finite number > 0 or None, got 0"),
+    ({"reward_timeout": float("nan")}, "reward_timeout must be a finite number > 0 or None, got nan"),
+    ({"reward_timeout": float("inf")}, "reward_timeout must be a finite number > 0 or None, got inf"),
+    ({"difficulty": 0}, "difficulty must be an integer in [1, 4], got 0"),
+    ({"difficulty": 1.0}, "difficulty must be an integer in [1, 4]"),
+    ({"difficulty": [1, 7]}, "difficulty must be an integer in [1, 4], got 7"),
+    ({"difficulty": []}, "difficulty must be an arithmetic level in 1..4 or a non-empty list of them"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"chat_template": "no"}, "chat_template must be True or False, got 'no'"),
+    ({"render_mode": "human"}, "render_mode must be None or one of ['ansi'], got 'human'"),
+])
+def test_numeric_arguments_are_validated_before_loading_the_model(make_env, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        make_env(model="/no/such/model", **kwargs)  # the check comes first: the model is never looked up
+    assert str(err.value).startswith("SequenceEnv: ") and message in str(err.value)
+
+
+def test_numpy_integers_are_accepted(make_env):
+    env = make_env(max_new_tokens=np.int64(12), n_problems=np.int32(5), difficulty=np.array([1, 2]), seed=np.int64(3))
+    assert env.max_new_tokens == 12 and type(env.max_new_tokens) is int and env.n_problems == 5
+    assert env.action_space.shape == (12,)

@@ -427,6 +427,72 @@ def test_jsonl_missing_file(tmp_path: Path) -> None:
         load_jsonl(tmp_path / "nope.jsonl")
 
 
+def test_jsonl_non_utf8_byte_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes(b'{"question": "a?", "answer": "1"}\n{"question": "caf\xe9?", "answer": "2"}\n')
+    with pytest.raises(ValueError, match=r"latin\.jsonl, line 2: not valid UTF-8 \(byte 0xe9 at column 18") as info:
+        load_jsonl(path)
+    assert not isinstance(info.value, UnicodeDecodeError)  # a plain ValueError, not the raw codec error
+    assert "Save the file as UTF-8" in str(info.value)
+
+
+def test_jsonl_byte_order_mark_and_crlf_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"question": "a?", "answer": "1"}\r\n{"question": "b?", "answer": 2}\r\n')
+    assert [(p.id, p.answer) for p in load_jsonl(path)] == [("bom/1", "1"), ("bom/2", "2")]
+
+
+@pytest.mark.parametrize("answer", ["NaN", "Infinity", "-Infinity", '"nan"', '"inf"', '"-Infinity"'])
+def test_jsonl_non_finite_answers_are_refused(tmp_path: Path, answer: str) -> None:
+    path = write_lines(tmp_path / "nan.jsonl", ['{"question": "a?", "answer": 1}',
+                                                 f'{{"question": "b?", "answer": {answer}}}'])
+    with pytest.raises(ValueError, match=r"nan\.jsonl, line 2: 'answer' is .*not a gold answer"):
+        load_jsonl(path)
+
+
+@pytest.mark.parametrize("answer", ["nan", "NaN", "inf", "-inf", "+Infinity", " infinity "])
+def test_problem_refuses_non_finite_answers(answer: str) -> None:
+    with pytest.raises(ValueError, match=r"Problem 'x/1': answer .* is NaN or infinite.*\\infty"):
+        Problem(id="x/1", question="q?", answer=answer)
+    assert Problem(id="x/2", question="lim?", answer="\\infty").answer == "\\infty"  # LaTeX infinity is fine
+
+
+def test_normalize_answer_refuses_non_finite_floats() -> None:
+    for value in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match="not a finite number"):
+            normalize_answer(value)
+
+
+def test_as_problems_converts_dicts_and_checks_items() -> None:
+    problems = tasks.as_problems([
+        {"question": " 1 + 1? ", "answer": 2, "id": "a"},
+        {"question": "Tom has 3 and buys 4?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+        {"question": "Capital of France?", "answer": "Paris", "solution": "Well known.", "extra": 1},
+        Problem(id="p", question="2 + 2?", answer="4"),
+    ])
+    assert [(p.id, p.question, p.answer, p.solution) for p in problems] == [
+        ("a", "1 + 1?", "2", None), ("dataset/1", "Tom has 3 and buys 4?", "7", "3 + 4 = 7"),
+        ("dataset/2", "Capital of France?", "Paris", "Well known."), ("p", "2 + 2?", "4", None)]
+    assert problems[0].source == "dataset"
+    with pytest.raises(ValueError, match=r"dataset\[1\]: missing key 'answer'"):
+        tasks.as_problems([{"question": "a?", "answer": "1"}, {"question": "b?"}])
+    with pytest.raises(ValueError, match=r"dataset\[0\]: 'answer' is nan"):
+        tasks.as_problems([{"question": "a?", "answer": float("nan")}])
+    with pytest.raises(TypeError, match=r"dataset\[1\] is a str, not a Problem or a dict: pass a list of"):
+        tasks.as_problems([Problem(id="p", question="q?", answer="1"), "What is 1 + 1?"])
+    for not_a_list in ("problems.json", Problem(id="p", question="q?", answer="1"), {"question": "q?"}, 3):
+        with pytest.raises(TypeError, match="dataset must be a list of problems"):
+            tasks.as_problems(not_a_list)  # type: ignore[arg-type]
+
+
+def test_as_problems_refuses_duplicate_ids() -> None:
+    a, b = Problem(id="gsm/1", question="q1?", answer="1"), Problem(id="gsm/1", question="q2?", answer="2")
+    with pytest.raises(ValueError, match=r"dataset\[2\] has the id 'gsm/1' of dataset\[0\]: problem ids must be unique"):
+        tasks.as_problems([a, Problem(id="other", question="q?", answer="3"), b])
+    with pytest.raises(ValueError, match="'dataset/1'"):  # a dict's default id can collide too
+        tasks.as_problems([Problem(id="dataset/1", question="q?", answer="1"), {"question": "b?", "answer": 2}])
+
+
 # --------------------------------------------------------------------------- get_problems and helpers
 
 
@@ -465,6 +531,8 @@ def test_get_problems_bad_arguments(kwargs: dict) -> None:
 def test_public_exports() -> None:
     for name in (
         "Problem",
+        "as_problems",
+        "problem_from_dict",
         "get_problems",
         "arithmetic_problems",
         "gsm8k_problems",
