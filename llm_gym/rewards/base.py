@@ -11,8 +11,9 @@ to score a math problem).
 ([0.2, 1.0], [True, True])
 
 A hung verifier must not hang training: ``call_reward_fn(..., timeout=seconds)`` (and
-``CombinedReward(..., timeout=seconds)``) runs the function in a worker thread and raises
-:class:`RewardFunctionError` when it has not returned in time (see :func:`call_reward_fn`).
+``CombinedReward(..., timeout=seconds)``) runs the function in a worker process
+(:mod:`llm_gym.rewards.worker`), kills that process when the function has not returned in time and raises
+:class:`RewardFunctionError` (see :func:`call_reward_fn`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import math
 import numbers
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
+from llm_gym.rewards import worker as _worker
 
 __all__ = [
     "CombinedReward",
@@ -252,12 +256,52 @@ def _call_in_thread(fn: Any, args: tuple, kwargs: dict[str, Any], timeout: float
     return future.result()
 
 
-def _timeout_message(name: str, timeout: float) -> str:
+def _timeout_message(kind: str, name: str, timeout: float, in_process: bool) -> str:
+    advice = (f"{kind} {name!r} did not return within timeout={timeout:g} s. Make the function faster "
+              f"(or make it return None for samples it cannot score quickly), or raise the timeout.")
+    if in_process:
+        return f"{advice} The worker process running it was killed; a new one is starting for the next call."
     stuck = sum(t.is_alive() for t in list(_TIMED_OUT_THREADS))
-    return (f"Reward function {name!r} did not return within timeout={timeout:g} s. Make the function faster "
-            f"(or make it return None for samples it cannot score quickly), or raise the timeout. The call "
-            f"keeps running in a background daemon thread that cannot be stopped ({stuck} such thread(s) "
-            f"still running).")
+    return (f"{advice} The call keeps running in a background daemon thread that cannot be stopped ({stuck} "
+            f"such thread(s) still running).")
+
+
+#: Names of reward functions already warned about running in a thread instead of a worker process.
+_WARNED_THREAD_FALLBACK: set[str] = set()
+
+
+def _warn_thread_fallback(name: str, reason: str) -> None:
+    if name in _WARNED_THREAD_FALLBACK:
+        return
+    _WARNED_THREAD_FALLBACK.add(name)
+    warnings.warn(
+        f"Reward function {name!r} cannot run in a worker process for its timeout: {reason}. It runs in a "
+        f"background thread instead, where the timeout is weaker: a call stuck inside one C function that "
+        f"holds the GIL (a regex, a huge integer) is not stopped in time, a timed-out call keeps running, "
+        f"and math-verify's own time limits are off. For a timeout that holds, pass a module-level function "
+        f"(or a functools.partial of one) with picklable arguments. (Expected for reward models; warned once "
+        f"per function.)",
+        RuntimeWarning,
+        stacklevel=5,
+    )
+
+
+def _call_timed(fn: Any, args: tuple, kwargs: dict[str, Any], timeout: float, name: str) -> tuple[Any, bool]:
+    """Run a timed call in a worker process, or in a thread when it cannot be sent there.
+
+    Returns:
+        ``(value, in_process)``.
+
+    Raises:
+        _worker.WorkerTimeout, _RewardTimeout: Over time (process killed / thread left running).
+        _worker.WorkerDied: The worker process ended during the call.
+        Exception: Whatever ``fn`` raised.
+    """
+    try:
+        return _worker.run_in_worker(fn, args, kwargs, timeout), True
+    except _worker.NotShippable as exc:
+        _warn_thread_fallback(name, exc.reason)
+    return _call_in_thread(fn, args, kwargs, timeout, name), False
 
 
 def call_reward_fn(
@@ -276,14 +320,21 @@ def call_reward_fn(
     values are accepted and count as ``1.0``/``0.0``.
 
     **Timeout.** With ``timeout=None`` (the default) ``fn`` runs directly in the calling thread, with no
-    overhead. With ``timeout=seconds`` it runs in a fresh daemon thread and, if it has not returned after
-    ``timeout`` seconds of wall-clock time, :class:`RewardFunctionError` is raised in the calling thread.
-    Python cannot kill a thread: the timed-out call **keeps running in the background** until it returns
-    (it cannot block later calls, each of which gets its own thread, nor interpreter exit, the thread is
-    a daemon). A function that hangs on every call therefore leaves one thread per call; the error says
-    how many are still running. In the worker thread ``contextvars`` are copied from the caller, but
-    thread-local state (e.g. ``torch.no_grad()``) is not inherited and ``signal``-based timeouts do not
-    work (:func:`~llm_gym.rewards.math_answer_reward` turns math-verify's own timeouts off there).
+    overhead. With ``timeout=seconds`` it runs in a persistent worker process (:mod:`llm_gym.rewards.worker`,
+    "spawn" start method, started on the first timed call and reused). If it has not returned after
+    ``timeout`` seconds of wall-clock time, the worker is killed, which stops it even inside a C call that
+    holds the GIL, :class:`RewardFunctionError` is raised, and a replacement worker starts in the
+    background. Start-up (about 3 s: the worker imports ``llm_gym``) and loading the function's module are
+    not counted against ``timeout``. In the worker ``fn`` runs in the main thread, so ``signal``-based
+    limits such as math-verify's keep working. ``fn``, its arguments and its return value travel by
+    :mod:`pickle`; state that ``fn`` changes in the worker (caches, counters) stays there.
+
+    **Thread fallback.** A function that cannot be pickled (a lambda, a closure, a bound method of an
+    unpicklable object) or that holds a torch model (e.g. a ``RewardModelScorer``) runs as before in a
+    fresh daemon thread, with a :class:`RuntimeWarning` once per function name. Python cannot kill a
+    thread: a timed-out call there **keeps running in the background** (it cannot block later calls nor
+    interpreter exit), a call stuck in one GIL-holding C call is not stopped in time, and math-verify's own
+    timeouts are off (:func:`~llm_gym.rewards.math_answer_reward` disables them outside the main thread).
 
     Args:
         fn: The reward function (see :class:`RewardFunction`).
@@ -301,8 +352,8 @@ def call_reward_fn(
     Raises:
         ValueError: If ``prompts``, ``responses`` and ``answers`` have different lengths (caller bug), or
             ``timeout`` is not ``None`` nor a finite number > 0.
-        RewardFunctionError: If ``fn`` raises, takes longer than ``timeout`` seconds, returns a
-            non-sequence, returns the wrong number of values, or returns an element that is not a finite
+        RewardFunctionError: If ``fn`` raises, takes longer than ``timeout`` seconds (or its worker process
+            dies), returns a non-sequence, returns the wrong number of values, or returns an element that is not a finite
             real number or ``None``. The message names the function and the index/value at fault.
 
     >>> out = call_reward_fn(lambda p, r, a, **kw: [1, None, True], ["", "", ""], ["a", "b", "c"], ["", "", ""])
@@ -324,23 +375,36 @@ def call_reward_fn(
 
 def invoke_reward_fn(fn: Any, args: tuple, problem_fields: dict[str, Any], timeout: float | None, name: str,
                      kind: str = "Reward function", unit: str = "samples") -> Any:
-    """Call ``fn(*args, **problem_fields)`` (in a worker thread when ``timeout`` is set) and return its raw output.
+    """Call ``fn(*args, **problem_fields)`` and return its raw output.
 
-    Shared by :func:`call_reward_fn` and :func:`~llm_gym.rewards.process.call_process_reward_fn`.
+    With ``timeout`` set the call runs in a worker process (a thread when ``fn`` cannot be pickled; see
+    :func:`call_reward_fn`). Inside a worker process nested timed calls run directly: the outer call is
+    already timed. Shared by :func:`call_reward_fn` and
+    :func:`~llm_gym.rewards.process.call_process_reward_fn`.
 
     Raises:
-        RewardFunctionError: ``fn`` raised (chained) or ran longer than ``timeout`` seconds; the message names
-            it (``kind`` and ``name``) and says how to fix it.
+        RewardFunctionError: ``fn`` raised (chained) or ran longer than ``timeout`` seconds, or its worker
+            process died; the message names it (``kind`` and ``name``) and says how to fix it.
     """
     try:
-        if timeout is None:
+        if timeout is None or _worker.in_worker():
             return fn(*args, **problem_fields)
-        return _call_in_thread(fn, args, problem_fields, timeout, name)
+        return _call_timed(fn, args, problem_fields, timeout, name)[0]
     except _RewardTimeout:
-        raise RewardFunctionError(_timeout_message(name, timeout)) from None
-    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise RewardFunctionError(_timeout_message(kind, name, timeout, in_process=False)) from None
+    except _worker.WorkerTimeout:
+        raise RewardFunctionError(_timeout_message(kind, name, timeout, in_process=True)) from None
+    except _worker.WorkerDied as exc:
         raise RewardFunctionError(
-            f"{kind} {name!r} raised {type(exc).__name__}: {exc}. Fix the function so it does not raise on "
+            f"{kind} {name!r}: the worker process running it with timeout={timeout:g} s ended during the call "
+            f"({exc}); a new one is started for the next call. A crash (segfault, out of memory, os._exit) in "
+            f"the function ends it; a worker that cannot start usually means the main script lacks an "
+            f"`if __name__ == \"__main__\":` guard (the 'spawn' start method re-imports it)."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        type_name = getattr(exc, "remote_type_name", type(exc).__name__)
+        raise RewardFunctionError(
+            f"{kind} {name!r} raised {type_name}: {exc}. Fix the function so it does not raise on "
             f"this batch (return None for {unit} it cannot score)."
         ) from exc
 
