@@ -22,17 +22,16 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import check_for_correct_spaces, explained_variance, safe_mean
+from stable_baselines3.common.utils import explained_variance, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
 from agents.common.checkpoint import (
     PickledCheckpointError,
     algorithm_state,
-    policy_kwargs_from_json,
+    build_from_checkpoint,
     read_checkpoint,
-    restore_state,
-    space_from_description,
+    saved_class,
     write_checkpoint,
 )
 from agents.common.config import AlgorithmConfig
@@ -507,67 +506,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             return BaseAlgorithm.load.__func__(cls, target, env=env, device=device, custom_objects=custom_objects,
                                                print_system_info=print_system_info, force_reset=force_reset,
                                                **kwargs)
-        klass = _saved_class(cls, meta["algorithm"], target)
-        return klass._from_checkpoint(meta, tensors, env, device, custom_objects or {})
-
-    @classmethod
-    def _from_checkpoint(cls, meta: dict, tensors: dict, env, device: str, custom: dict) -> LLMAlgorithm:
-        """Build the algorithm from a checkpoint's plain data (see :meth:`load`)."""
-        config = dict(meta["config"])
-        if meta.get("learning_rate_is_schedule") or "learning_rate" in custom:
-            if "learning_rate" not in custom:
-                raise ValueError("The checkpoint was trained with a learning-rate schedule, which is code and is "
-                                 "not saved: pass load(..., custom_objects={'learning_rate': schedule}).")
-            config["learning_rate"] = custom["learning_rate"]
-        observation_space = custom.get("observation_space") or space_from_description(meta["observation_space"])
-        action_space = custom.get("action_space") or space_from_description(meta["action_space"])
-        if env is not None:
-            env = cls._wrap_env(env, meta["sb3"]["verbose"])
-            check_for_correct_spaces(env, observation_space, action_space)
-        policy_class = custom.get("policy_class") or _policy_class(cls, meta["policy_class"])
-        policy_kwargs = custom.get("policy_kwargs") or policy_kwargs_from_json(meta["policy_kwargs"])
-        sb3 = meta["sb3"]
-        model = cls(policy_class, env, **config, policy_kwargs=policy_kwargs, seed=sb3["seed"], device=device,
-                    verbose=sb3["verbose"], tensorboard_log=sb3["tensorboard_log"],
-                    stats_window_size=sb3["stats_window_size"], _init_setup_model=False)
-        if env is None:
-            model.observation_space, model.action_space = observation_space, action_space
-        model.model_name_or_path = meta["model_name_or_path"]
-        model._setup_model()
-        restore_state(model, meta, tensors)
-        return model
+        klass = saved_class(cls, LLMAlgorithm, meta["algorithm"], target)
+        return build_from_checkpoint(klass, meta, tensors, env, device, custom_objects or {})
 
 
 LLMAlgorithm.__init__ = _generated_init(LLMAlgorithm)
-
-
-def _saved_class(cls: type[LLMAlgorithm], name: str, path: Path) -> type[LLMAlgorithm]:
-    """The class a checkpoint was saved from: ``cls`` itself, or any preset when ``cls`` is the base.
-
-    Raises:
-        ValueError: ``cls`` is another preset (the message names both classes).
-    """
-    if cls.__name__ == name:
-        return cls
-    if cls is LLMAlgorithm:
-        stack = list(LLMAlgorithm.__subclasses__())
-        while stack:
-            klass = stack.pop()
-            if klass.__name__ == name:
-                return klass
-            stack.extend(klass.__subclasses__())
-    raise ValueError(f"{path} holds a {name} checkpoint, not a {cls.__name__} one: load it with {name}.load(...) "
-                     f"(or LLMAlgorithm.load, which returns the saved class).")
-
-
-def _policy_class(cls: type[LLMAlgorithm], name: str) -> type:
-    """The policy class named ``name`` among ``cls``'s aliases and the library's policies.
-
-    Raises:
-        ValueError: an unknown (custom) policy class: pass it with ``custom_objects={"policy_class": ...}``.
-    """
-    for klass in (*cls.policy_aliases.values(), LLMPolicy, LLMActorCriticPolicy):
-        if klass.__name__ == name:
-            return klass
-    raise ValueError(f"Unknown policy class {name!r} in the checkpoint: pass it with "
-                     f"load(..., custom_objects={{'policy_class': {name}}}).")

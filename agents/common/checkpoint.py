@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.utils import check_for_correct_spaces
 
 __all__ = ["FORMAT", "PickledCheckpointError", "capture_rng", "describe_space", "read_checkpoint", "restore_rng",
            "space_from_description", "write_checkpoint"]
@@ -202,3 +203,69 @@ def restore_state(model: Any, meta: dict[str, Any], tensors: dict[str, Any]) -> 
     if meta.get("doctor") is not None and getattr(model, "doctor", None) is not None and model.doctor.enabled:
         model.doctor.load_state_dict(meta["doctor"])
     restore_rng({**meta["rng"], "torch": tensors["torch_rng"]["cpu"], "cuda": tensors["torch_rng"]["cuda"]})
+
+
+def build_from_checkpoint(cls: type, meta: dict[str, Any], tensors: dict[str, Any], env: Any, device: str,
+                      custom: dict[str, Any]) -> Any:
+    """Build ``cls`` from a checkpoint's plain data and restore its state (``LLMAlgorithm.load``).
+
+    Raises:
+    ValueError: a learning-rate schedule was saved but not passed, or the env's spaces differ.
+    """
+    config = dict(meta["config"])
+    if meta.get("learning_rate_is_schedule") or "learning_rate" in custom:
+        if "learning_rate" not in custom:
+            raise ValueError("The checkpoint was trained with a learning-rate schedule, which is code and is "
+                             "not saved: pass load(..., custom_objects={'learning_rate': schedule}).")
+        config["learning_rate"] = custom["learning_rate"]
+    observation_space = custom.get("observation_space") or space_from_description(meta["observation_space"])
+    action_space = custom.get("action_space") or space_from_description(meta["action_space"])
+    if env is not None:
+        env = cls._wrap_env(env, meta["sb3"]["verbose"])
+        check_for_correct_spaces(env, observation_space, action_space)
+    policy_class = custom.get("policy_class") or _policy_class(cls, meta["policy_class"])
+    policy_kwargs = custom.get("policy_kwargs") or policy_kwargs_from_json(meta["policy_kwargs"])
+    sb3 = meta["sb3"]
+    model = cls(policy_class, env, **config, policy_kwargs=policy_kwargs, seed=sb3["seed"], device=device,
+                verbose=sb3["verbose"], tensorboard_log=sb3["tensorboard_log"],
+                stats_window_size=sb3["stats_window_size"], _init_setup_model=False)
+    if env is None:
+        model.observation_space, model.action_space = observation_space, action_space
+    model.model_name_or_path = meta["model_name_or_path"]
+    model._setup_model()
+    restore_state(model, meta, tensors)
+    return model
+
+
+def saved_class(cls: type, base: type, name: str, path: Path) -> type:
+    """The class a checkpoint was saved from: ``cls`` itself, or any subclass of ``base`` when ``cls`` is ``base``.
+
+    Raises:
+        ValueError: ``cls`` is another preset (the message names both classes).
+    """
+    if cls.__name__ == name:
+        return cls
+    if cls is base:
+        stack = list(base.__subclasses__())
+        while stack:
+            klass = stack.pop()
+            if klass.__name__ == name:
+                return klass
+            stack.extend(klass.__subclasses__())
+    raise ValueError(f"{path} holds a {name} checkpoint, not a {cls.__name__} one: load it with {name}.load(...) "
+                     f"(or LLMAlgorithm.load, which returns the saved class).")
+
+
+def _policy_class(cls: type, name: str) -> type:
+    """The policy class named ``name`` among ``cls``'s aliases and the library's policies.
+
+    Raises:
+        ValueError: an unknown (custom) policy class: pass it with ``custom_objects={"policy_class": ...}``.
+    """
+    from agents.common.policies import LLMActorCriticPolicy, LLMPolicy
+
+    for klass in (*cls.policy_aliases.values(), LLMPolicy, LLMActorCriticPolicy):
+        if klass.__name__ == name:
+            return klass
+    raise ValueError(f"Unknown policy class {name!r} in the checkpoint: pass it with "
+                     f"load(..., custom_objects={{'policy_class': {name}}}).")
