@@ -213,7 +213,13 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         if any(not bool(torch.isfinite(p).all()) for p in self.policy.parameters()):
             self._nonfinite("policy weights", " (checked before sampling: generate cannot sample from them)")
             raise NonFiniteError("The policy weights are not finite; skipping cannot recover from that.")
-        collected = self._collect_groups(env, callback)
+        try:
+            collected = self._collect_groups(env, callback)
+        except RuntimeError as exc:  # torch's sampler on NaN/inf probabilities (finite but huge weights)
+            if "probability tensor contains" not in str(exc):
+                raise
+            self._nonfinite("logits", " (sampling found NaN/inf probabilities)")
+            raise NonFiniteError("The policy's logits are not finite; skipping cannot recover from that.") from exc
         if collected is None:
             return False
         rollout, generated, gen_seconds = collected

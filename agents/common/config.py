@@ -18,9 +18,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import math
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
@@ -29,6 +27,7 @@ from agents.common.advantages import GROUP_SCALES
 from agents.common.guards import NONFINITE_MODES
 from agents.common.losses import AGGREGATION_MODES, IMPORTANCE_SAMPLING_LEVELS, KL_ESTIMATORS
 from agents.common.losses import LOSS_MODES as POLICY_LOSS_MODES
+from llm_gym.validation import check_int, check_real
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "KL_PLACEMENTS", "LOSS_MODES", "SUPERVISION_MODES", "AlgorithmConfig",
            "field_docs"]
@@ -152,9 +151,9 @@ class AlgorithmConfig:
             ValueError: a field out of range or not one of its choices; the message names the field.
         """
         for name in ("n_prompts", "group_size", "micro_batch_size", "n_epochs", "max_sampling_rounds"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, minimum=1)
+            check_int("batch_size", self.batch_size, minimum=1)
         if self.batch_size is not None and self.batch_size > self.n_prompts * self.group_size:
             raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size="
                              f"{self.n_prompts * self.group_size}")
@@ -173,20 +172,20 @@ class AlgorithmConfig:
         positive = ("temperature", "clip_range", "max_grad_norm")
         non_negative = ("beta", "eps", "overlong_penalty_factor", "vf_coef", "ent_coef")
         for name in positive:
-            _check_real(name, getattr(self, name), "> 0", lambda v: v > 0)
+            check_real(name, getattr(self, name), 0, min_inclusive=False)
         for name in non_negative:
-            _check_real(name, getattr(self, name), ">= 0", lambda v: v >= 0)
+            check_real(name, getattr(self, name), 0)
         for name in ("clip_range_high", "clip_range_vf", "target_kl"):
             if getattr(self, name) is not None:
-                _check_real(name, getattr(self, name), "> 0 or None", lambda v: v > 0)
-        _check_real("top_p", self.top_p, "in (0, 1]", lambda v: 0 < v <= 1)
-        _check_real("gamma", self.gamma, "in [0, 1]", lambda v: 0 <= v <= 1)
-        _check_real("gae_lambda", self.gae_lambda, "in [0, 1]", lambda v: 0 <= v <= 1)
-        _check_real("reward_threshold", self.reward_threshold, "finite", lambda v: True)
+                check_real(name, getattr(self, name), 0, min_inclusive=False)
+        check_real("top_p", self.top_p, 0, 1, min_inclusive=False)
+        check_real("gamma", self.gamma, 0, 1)
+        check_real("gae_lambda", self.gae_lambda, 0, 1)
+        check_real("reward_threshold", self.reward_threshold)
         if not callable(self.learning_rate):
-            _check_real("learning_rate", self.learning_rate, ">= 0 (or an SB3 schedule)", lambda v: v >= 0)
+            check_real("learning_rate", self.learning_rate, 0)  # or an SB3 schedule (callable)
         if self.overlong_buffer is not None:
-            _check_int("overlong_buffer", self.overlong_buffer, minimum=0)
+            check_int("overlong_buffer", self.overlong_buffer, minimum=0)
 
     def _check_combinations(self) -> None:
         if self.dynamic_sampling and self.group_size < 2:
@@ -216,16 +215,6 @@ class AlgorithmConfig:
             TypeError: a name that is not a field.
         """
         return dataclasses.replace(self, **changes)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_real(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
 
 
 @cache

@@ -19,6 +19,8 @@ NONFINITE_MODES: tuple[str, ...] = ("raise", "skip")
 CAUSES: dict[str, str] = {
     "policy weights": "an earlier update diverged (with on_nonfinite='skip' nothing applies non-finite steps, so "
                       "look at how the weights were set), or a corrupt checkpoint or model folder was loaded",
+    "logits": "weights so large that the logits overflow (a learning rate far too large for this model), or a "
+              "corrupt checkpoint; lower learning_rate",
     "rewards": "a reward function or wrapper returned a value too large for float32 (|r| > 3.4e38); scale or "
                "clip the reward (llm_gym.wrappers.ScaleReward / ClipReward)",
     "token_rewards": "per-token rewards overflowed float32: a step reward or the KL penalty is too large; "

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agents import ALGORITHMS, AlgorithmConfig, NonFiniteError
@@ -46,6 +46,7 @@ def digit_reward(prompts, responses, answers, **fields):
 
 
 @pytest.mark.usefixtures("one_thread")
+@example(algo="cispo", changes={"learning_rate": 454403.0})  # finite huge weights: logits overflow in sampling
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(algo=st.sampled_from(sorted(ALGORITHMS)),
        changes=st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size=1, max_size=3).flatmap(
