@@ -16,6 +16,8 @@ Examples::
     python scripts/train.py --algo dapo --batch-size 8           # clip-higher, dynamic sampling, overlong penalty
     python scripts/train.py --algo rloo --batch-size 8           # leave-one-out baseline
     python scripts/train.py --algo grpo --help                   # every flag with its default for GRPO
+    python scripts/train.py --mixed-precision bf16 --lora-r 16   # bf16 autocast, LoRA adapters (peft)
+    torchrun --nproc_per_node 2 scripts/train.py --algo grpo     # data parallel (docs/scaling.md)
     tensorboard --logdir runs/
 """
 
@@ -36,7 +38,9 @@ import llm_gym  # noqa: F401  (registers the envs)
 from agents import ALGORITHMS, AlgorithmConfig, LLMAlgorithm
 from agents.common.callbacks import IterationCheckpointCallback
 from agents.common.config import field_docs
+from agents.common.distributed import init_distributed, is_main_process, world_size
 from agents.common.evaluation import evaluate_accuracy
+from agents.common.precision import lora_to_dict
 from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
 
 #: The CPU profile: what the main job changes from every preset, so a 135M model shows learning in ten updates
@@ -115,6 +119,14 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
     add("--resume", default=None,
         help="Continue from a checkpoint (model.zip or checkpoints/model_*.zip) to --total-timesteps in total; the "
              "checkpoint's algorithm and config are used, the evaluation before training is skipped.")
+    add("--lora-r", type=int, default=0,
+        help="LoRA rank (peft.LoraConfig r); 0 = full fine-tuning. Only the adapters are trained; the reference "
+             "model is the base with the adapters disabled.")
+    add("--lora-alpha", type=float, default=None, help="LoRA scaling alpha (default: 2 x --lora-r).")
+    add("--lora-dropout", type=float, default=0.0, help="Dropout on the LoRA path.")
+    add("--lora-target-modules", nargs="+", default=None,
+        help="Module names that get adapters, or 'all-linear' (default: peft's choice for the architecture, "
+             "q_proj and v_proj for Llama).")
     add("--no-doctor", action="store_true",
         help="Turn off the training doctor (warnings with fixes when a run goes wrong; docs/troubleshooting.md).")
     add("--verbose", type=int, default=1, help="0 silent, 1 prints the metrics table each rollout.")
@@ -174,6 +186,25 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
     return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
 
 
+def lora_config(args: argparse.Namespace):
+    """The ``peft.LoraConfig`` of the ``--lora-*`` flags, or None (``--lora-r 0``).
+
+    Raises:
+        SystemExit: a negative ``--lora-r``.
+    """
+    if args.lora_r < 0:
+        raise SystemExit(f"--lora-r must be >= 0 (0 = full fine-tuning), got {args.lora_r}")
+    if args.lora_r == 0:
+        return None
+    import peft
+
+    targets = args.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    return peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r,
+                           lora_dropout=args.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+
+
 def build_algorithm(args: argparse.Namespace, train_env) -> LLMAlgorithm:
     """The algorithm: a new one from the flags, or (``--resume``) the checkpoint's, with its own config."""
     if args.resume:
@@ -185,40 +216,55 @@ def build_algorithm(args: argparse.Namespace, train_env) -> LLMAlgorithm:
     config = {name: getattr(args, name) for name in AlgorithmConfig.field_names()}
     return ALGORITHMS[args.algo]("LLMPolicy", train_env, **config, seed=args.seed, device=args.device,
                                  tensorboard_log=args.tensorboard_log or None, verbose=args.verbose,
-                                 doctor=not args.no_doctor)
+                                 doctor=not args.no_doctor, peft_config=lora_config(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the whole job; returns a process exit code."""
+    """Run the whole job; returns a process exit code.
+
+    Under ``torchrun`` / ``accelerate launch`` every rank trains (data parallel, docs/scaling.md); rank 0 alone
+    evaluates, shows the progress bar, logs and saves.
+    """
     args = parse_args(argv)
+    main_process = not init_distributed() or is_main_process()
     run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
     out = Path(args.output_dir) / run_name
     train_env, eval_env = make_envs(args)
     algo = build_algorithm(args, train_env)
-    skip_before = args.no_eval_before or args.resume
+    skip_before = args.no_eval_before or args.resume or not main_process
     before = None if skip_before else evaluate(algo.policy.model, eval_env, args, "before")
     callback = IterationCheckpointCallback(args.save_freq, out / "checkpoints") if args.save_freq else None
     start = time.perf_counter()
     algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callback, tb_log_name=run_name,
                reset_num_timesteps=not args.resume, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start
-    after = evaluate(algo.policy.model, eval_env, args, "after")
+    if main_process:
+        save_results(args, argv, algo, out, before, evaluate(algo.policy.model, eval_env, args, "after"),
+                     train_seconds)
+    return 0
+
+
+def save_results(args: argparse.Namespace, argv: list[str] | None, algo: LLMAlgorithm, out: Path, before, after,
+                 train_seconds: float) -> None:
+    """Save the checkpoint, the Hugging Face export(s) and ``results.json`` (rank 0)."""
     out.mkdir(parents=True, exist_ok=True)
     algo.save(out / "model.zip")
-    algo.policy.save_pretrained(out / "hf_model")
+    algo.policy.save_pretrained(out / "hf_model", merged=True)  # a plain HF model, LoRA merged in
+    if algo.policy.is_peft:
+        algo.policy.save_pretrained(out / "hf_adapter")  # the adapter alone (peft.PeftModel.from_pretrained)
     results = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "config": vars(args), "algorithm": type(algo).__name__, "algorithm_config": algo.config.to_dict(),
+        "world_size": world_size(), "peft_config": lora_to_dict(algo.peft_config),
         "timesteps": algo.num_timesteps, "optimizer_steps": algo._n_updates, "generated_tokens": algo.generated_tokens,
         "train_seconds": train_seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "before": before, "after": after, "tensorboard_dir": algo.logger.dir,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"Trained {algo.num_timesteps} env steps, {algo.generated_tokens} generated tokens "
-          f"({algo._n_updates} optimizer steps) in {train_seconds:.0f} s; "
+          f"({algo._n_updates} optimizer steps) in {train_seconds:.0f} s on {world_size()} process(es); "
           f"peak memory {results['peak_rss_gb']:.1f} GB. Saved {out}/model.zip and {out}/hf_model; "
           f"curves: tensorboard --logdir {args.tensorboard_log or '(off)'}")
-    return 0
 
 
 if __name__ == "__main__":

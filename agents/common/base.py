@@ -9,6 +9,7 @@ epochs of minibatch gradient steps. What differs between algorithms is only the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import explained_variance, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
+from torch.nn.parallel import DistributedDataParallel
 
 from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
 from agents.common.checkpoint import (
@@ -35,17 +37,29 @@ from agents.common.checkpoint import (
     write_checkpoint,
 )
 from agents.common.config import AlgorithmConfig
+from agents.common.distributed import (
+    all_gather_rows,
+    all_reduce_sum,
+    any_rank,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    mean_over_ranks,
+    rank,
+    world_size,
+)
 from agents.common.doctor import make_doctor
 from agents.common.guards import NonFiniteError, first_nonfinite, nonfinite_message
 from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
+from agents.common.precision import make_grad_scaler
 from agents.common.rollout import RolloutCollector, rollout_metrics, step_reward_tensors
 from llm_gym.lm import get_language_model
 
 #: Constructor keywords that are not config fields (SB3's ``BaseAlgorithm`` arguments), with their defaults.
 SB3_ARGUMENTS: dict[str, Any] = {"policy_kwargs": None, "tensorboard_log": None, "verbose": 0, "seed": None,
                                  "device": "auto", "stats_window_size": 100, "doctor": True,
-                                 "_init_setup_model": True}
+                                 "peft_config": None, "_init_setup_model": True}
 
 
 def _generated_init(cls: type[LLMAlgorithm]):
@@ -76,9 +90,11 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     then trains. Subclasses are presets: a class docstring, ``preset`` (the config fields they change) and
     ``policy_aliases``; the constructor is generated with an explicit keyword for every field of
     :class:`~agents.common.config.AlgorithmConfig` (each documented there), plus SB3's ``policy_kwargs``,
-    ``tensorboard_log``, ``verbose``, ``seed``, ``device``, ``stats_window_size`` and ``doctor`` (the training
-    doctor: True, False, a ``DoctorConfig`` or a ``TrainingDoctor``; docs/troubleshooting.md). ``model.config``
-    is the typed view of the current values.
+    ``tensorboard_log``, ``verbose``, ``seed``, ``device``, ``stats_window_size``, ``doctor`` (the training
+    doctor: True, False, a ``DoctorConfig`` or a ``TrainingDoctor``; docs/troubleshooting.md) and
+    ``peft_config`` (TRL's name: a ``peft.LoraConfig`` trains LoRA adapters only, and the reference model is
+    the base model with the adapters disabled; docs/scaling.md). ``model.config`` is the typed view of the
+    current values.
 
     Args:
         policy: ``"LLMPolicy"`` (``"LLMActorCriticPolicy"``: with a value head) or a policy class.
@@ -108,8 +124,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         return AlgorithmConfig(**merged)
 
     def _init(self, policy, env, config: AlgorithmConfig, policy_kwargs, tensorboard_log, verbose, seed, device,
-              stats_window_size, doctor, _init_setup_model) -> None:
+              stats_window_size, doctor, peft_config, _init_setup_model) -> None:
         self._check_preset(config.validate())
+        if init_distributed() and not is_main_process():  # rank 0 logs; the others stay quiet
+            tensorboard_log, verbose, doctor = None, 0, False
         super().__init__(policy, env, config.learning_rate, policy_kwargs=policy_kwargs,
                          stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, verbose=verbose,
                          device=device, support_multi_env=True, seed=seed,
@@ -117,6 +135,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         for name, value in config.to_dict().items():
             setattr(self, name, value)
         self.model_name_or_path: str | None = None
+        self.peft_config = peft_config
         self.doctor = make_doctor(doctor)
         if _init_setup_model:
             self._setup_model()
@@ -159,7 +178,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     def _setup_model(self) -> None:
         self._check_env()
         self._setup_lr_schedule()
-        self.set_random_seed(self.seed)
+        self.set_random_seed(None if self.seed is None else self.seed + rank())  # each rank its own draws
         if self.env is not None:
             lm = self.env.get_attr("lm")[0]
         elif self.model_name_or_path is not None:
@@ -168,24 +187,34 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             raise ValueError("An env (or a saved model path) is needed: the tokenizer and weights come from it.")
         self.model_name_or_path = lm.name_or_path
         self.lm = lm
-        policy_kwargs = {"temperature": self.temperature, "top_p": self.top_p, **self.policy_kwargs}
+        policy_kwargs = {"temperature": self.temperature, "top_p": self.top_p, "mixed_precision": self.mixed_precision,
+                         "gradient_checkpointing": self.gradient_checkpointing, "peft_config": self.peft_config,
+                         **self.policy_kwargs}
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, lm=lm,
                                         **policy_kwargs).to(self.device)
         if isinstance(self.policy, LLMActorCriticPolicy):
             self.policy.entropy_grad = self.ent_coef > 0
-        self.ref_policy = ReferencePolicy(lm, self.temperature).to(self.device) if self.beta > 0 else None
+        self.ref_policy = None
+        if self.beta > 0:
+            self.ref_policy = ReferencePolicy(lm, self.temperature, self.mixed_precision,
+                                              policy_model=self.policy.model).to(self.device)
+        self._scaler = make_grad_scaler(self.mixed_precision, self.device)
+        self._ddp = None  # the policy wrapped for data parallelism: gradients all-reduced in backward
+        if is_distributed():
+            device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(self.policy, device_ids=device_ids, gradient_as_bucket_view=True)
         self.rollout_buffer = GroupRolloutBuffer(self.device)
         if not hasattr(self, "_problem_rng"):  # restored by load(): a resumed run continues the draws
-            self._problem_rng = np.random.default_rng(self.seed)
+            self._problem_rng = np.random.default_rng(None if self.seed is None else self.seed + rank())
         self._rollout_stats: dict[str, float] = {}
         self._nonfinite_skips = getattr(self, "_nonfinite_skips", 0)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "lm", "ref_policy", "_rollout_stats", "_iteration",
-                "doctor", "_train_stats"]
+                "doctor", "_train_stats", "_scaler", "peft_config", "_ddp"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "policy.optimizer"], []
+        return ["policy", "policy.optimizer"], []  # SB3-format saves only (trust_pickle); see save()
 
     @property
     def action_space_len(self) -> int:
@@ -222,7 +251,11 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             raise NonFiniteError("The policy's logits are not finite; skipping cannot recover from that.") from exc
         if collected is None:
             return False
-        rollout, generated, gen_seconds = collected
+        rollout, generated, gen_seconds = collected  # with several ranks: every rank's rows
+        if is_distributed():  # the episode stats of every rank; then this rank's share of the rollout
+            self._update_info_buffer(generated.infos, np.ones(generated.n_sequences, dtype=bool))
+            per_rank = rollout.n_sequences // self.group_size // world_size() * self.group_size  # whole groups
+            rollout = rollout.take(np.arange(rank() * per_rank, (rank() + 1) * per_rank))
         all_group_ids = np.repeat(np.arange(generated.n_sequences // self.group_size), self.group_size)
         self.generated_tokens = getattr(self, "generated_tokens", 0) + int(generated.response_mask.sum())
         self._rollout_stats = rollout_metrics(generated.rewards.numpy(), all_group_ids, generated.infos,
@@ -233,15 +266,16 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
                                     "rollout/dropped_groups": float(self._dropped_groups)}
         rollout_buffer.reset()
         if rollout.n_sequences > 0:
-            group_ids = np.repeat(np.arange(rollout.n_sequences // self.group_size), self.group_size)
+            n_groups = rollout.n_sequences // self.group_size  # group ids unique over ranks
+            group_ids = np.repeat(np.arange(n_groups) + rank() * n_groups, self.group_size)
             rollout_buffer.add(step_reward_tensors(rollout)._replace(group_ids=torch.as_tensor(group_ids)))
             self._prepare_rollout(rollout_buffer)
             s = rollout_buffer.samples
             bad = first_nonfinite({"rewards": s.rewards, "token_rewards": s.token_rewards,
                                    "old_log_probs": s.old_log_probs, "ref_log_probs": s.ref_log_probs,
                                    "values": s.values})
-            if bad is not None:
-                self._nonfinite(bad)
+            if any_rank(bad is not None):  # every rank skips together
+                self._nonfinite(bad or "rewards or log-probs (on another rank)")
                 rollout_buffer.reset()  # skip: no update on this rollout
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -318,7 +352,12 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             raise RuntimeError("advantage='process' needs step rewards: build the env with process_reward_fn=... "
                                "(e.g. llm_gym.rewards.arithmetic_step_reward) or wrap it in "
                                "llm_gym.wrappers.ProcessReward.")
-        return compute_advantages(self.config, b)
+        if not is_distributed():
+            return compute_advantages(self.config, b)
+        # Batch statistics (whitening, batch std, REINFORCE++) over every rank's rows, then this rank's share.
+        advantages, returns = compute_advantages(self.config, all_gather_rows(b._replace(infos=None)))
+        rows = slice(rank() * b.n_sequences, (rank() + 1) * b.n_sequences)
+        return advantages[rows], None if returns is None else returns[rows]
 
     def _env_has_process_reward(self) -> bool:
         """Whether the env scores steps (``process_reward_fn`` set on the llm-gym env)."""
@@ -336,39 +375,63 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """One optimizer step on a minibatch, accumulating gradients over micro-batches.
 
         Each micro-batch loss is re-weighted (:func:`~agents.common.buffers.micro_batch_weight`) so the
-        accumulated gradient equals the gradient of the loss aggregated over the whole minibatch. With
-        ``target_kl`` set and ``approx_kl > 1.5 * target_kl`` the step is not applied (``"early_stop"``).
+        accumulated gradient equals the gradient of the loss aggregated over the whole minibatch (over every
+        rank's minibatch with data parallelism: DDP all-reduces the gradients in the last backward). With
+        ``target_kl`` set and ``approx_kl > 1.5 * target_kl`` (mean over ranks) the step is not applied
+        (``"early_stop"``). fp16 scales the loss and skips a step whose gradient overflowed.
         """
         optimizer = self.policy.optimizer
         optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, float] = defaultdict(float)
-        for micro in micro_batches(mb, self.micro_batch_size):
-            log_probs, entropy, values = self.policy.evaluate_actions(micro)
-            old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
-            loss, micro_stats = self._loss(micro, log_probs, old, values, entropy)
-            if not bool(torch.isfinite(loss)):
+        stats = self._accumulate_gradients(mb)
+        if "nonfinite_skip" in stats:
+            return stats
+        approx_kl = all_reduce_sum(stats.get("approx_kl", 0.0)) / world_size()
+        if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+            optimizer.zero_grad(set_to_none=True)
+            stats["early_stop"] = 1.0
+            return stats
+        self._scaler.unscale_(optimizer)  # no-op unless fp16
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if not bool(torch.isfinite(grad_norm)):  # the same on every rank: the gradients are all-reduced
+            if self._scaler.is_enabled():  # fp16 overflow: the scaler skips the step and lowers the scale
+                self._scaler.step(optimizer)
+                self._scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                self._nonfinite("loss", f" (loss = {float(loss)})")
-                return {"nonfinite_skip": 1.0}
-            weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation)
-            (loss * weight).backward()
+                return {"grad_scale_skip": 1.0}
+            optimizer.zero_grad(set_to_none=True)
+            self._nonfinite("gradient", f" (global norm = {float(grad_norm)})")
+            return {"nonfinite_skip": 1.0}
+        self._scaler.step(optimizer)  # optimizer.step() unless fp16
+        self._scaler.update()
+        stats["grad_norm"] = float(grad_norm)
+        return stats
+
+    def _accumulate_gradients(self, mb: RolloutSamples) -> dict[str, float]:
+        """Forward and backward every micro-batch of ``mb`` (DDP syncs only on the last); the step's stats."""
+        stats: dict[str, float] = defaultdict(float)
+        micros = list(micro_batches(mb, self.micro_batch_size))
+        token_mean = self.loss_aggregation == "token-mean"
+        total = all_reduce_sum(mb.response_mask.sum() if token_mean else mb.n_sequences)  # over every rank
+        forward = self.policy if self._ddp is None else self._ddp
+        for i, micro in enumerate(micros):
+            last = i == len(micros) - 1
+            with contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync():
+                log_probs, entropy, values = forward(micro)  # evaluate_actions
+                old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
+                loss, micro_stats = self._loss(micro, log_probs, old, values, entropy)
+                if any_rank(not bool(torch.isfinite(loss))):  # every rank skips together
+                    self.policy.optimizer.zero_grad(set_to_none=True)
+                    self._nonfinite("loss", f" (loss = {float(loss)})")
+                    return {"nonfinite_skip": 1.0}
+                weight = micro_batch_weight(micro.response_mask, mb.response_mask, self.loss_aggregation,
+                                            world_size=world_size(), minibatch_total=total)
+                self._scaler.scale(loss * weight).backward()
             tokens = micro.response_mask.sum().clamp(min=1)
             micro_stats["entropy"] = (entropy.detach() * micro.response_mask).sum() / tokens
             token_share = float(micro.response_mask.sum() / mb.response_mask.sum().clamp(min=1))
             stats["loss"] += float(loss.detach()) * weight
             for key, value in micro_stats.items():
                 stats[key] += float(value) * (weight if key == "policy_loss" else token_share)
-        if self.target_kl is not None and stats.get("approx_kl", 0.0) > 1.5 * self.target_kl:
-            optimizer.zero_grad(set_to_none=True)
-            stats["early_stop"] = 1.0
-            return stats
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        if not bool(torch.isfinite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            self._nonfinite("gradient", f" (global norm = {float(grad_norm)})")
-            return {"nonfinite_skip": 1.0}
-        optimizer.step()
-        stats["grad_norm"] = float(grad_norm)
         return stats
 
     def _nonfinite(self, quantity: str, detail: str = "") -> None:
@@ -388,9 +451,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         self.logger.record("train/nonfinite_skips", self._nonfinite_skips)
 
     def _record_train_stats(self, all_stats: list[dict[str, float]]) -> None:
-        not_applied = {"early_stop", "nonfinite_skip"}
-        self._train_stats = {f"train/{key}": float(np.mean([s[key] for s in all_stats if key in s]))
-                             for key in {k for s in all_stats for k in s} - not_applied}
+        not_applied = {"early_stop", "nonfinite_skip", "grad_scale_skip"}
+        local = {key: float(np.mean([s[key] for s in all_stats if key in s]))
+                 for key in {k for s in all_stats for k in s} - not_applied}
+        self._train_stats = {f"train/{key}": value for key, value in mean_over_ranks(local).items()}
         for key, value in self._train_stats.items():
             self.logger.record(key, value)
         self._n_updates += sum(not not_applied & s.keys() for s in all_stats)
@@ -412,7 +476,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         iteration = 0
         self._n_updates = getattr(self, "_n_updates", 0)
         total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
-                                                      tb_log_name or type(self).__name__, progress_bar)
+                                                      tb_log_name or type(self).__name__,
+                                                      progress_bar and is_main_process())
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total_timesteps:
             self._iteration = iteration + 1
@@ -465,6 +530,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """
         if exclude or include:
             raise TypeError("llm-gym checkpoints always hold the whole state (exact resume); drop exclude/include.")
+        if not is_main_process():  # data parallel: the weights are the same on every rank; rank 0 writes
+            return
         target = Path(path)
         if target.suffix == "":
             target = target.with_suffix(".zip")

@@ -147,17 +147,24 @@ def micro_batches(samples: RolloutSamples, micro_batch_size: int) -> Iterator[Ro
         yield samples.index(slice(start, start + micro_batch_size))
 
 
-def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str) -> float:
+def micro_batch_weight(micro_mask: torch.Tensor, mb_mask: torch.Tensor, mode: str, world_size: int = 1,
+                       minibatch_total: float | None = None) -> float:
     """Weight of a micro-batch loss so that summed weighted gradients equal the minibatch loss gradient.
 
     ``token-mean`` divides by all tokens of the minibatch: weight = tokens(micro) / tokens(minibatch).
-    The per-sequence modes average over sequences: weight = rows(micro) / rows(minibatch).
+    The per-sequence modes average over sequences: weight = rows(micro) / rows(minibatch). With data
+    parallelism the minibatch is the union of every rank's, and DDP averages the ranks' gradients, so the
+    denominator is the total over ranks and the weight is multiplied by ``world_size``.
 
     Args:
         micro_mask: ``(b, T)`` response mask of the micro-batch.
-        mb_mask: ``(B, T)`` response mask of the whole minibatch.
+        mb_mask: ``(B, T)`` response mask of this rank's minibatch.
         mode: the loss aggregation mode.
+        world_size: number of data-parallel ranks.
+        minibatch_total: tokens (``token-mean``) or rows of the minibatch over every rank; None = this rank's.
     """
-    if mode == "token-mean":
-        return float(micro_mask.sum() / mb_mask.sum().clamp(min=1))
-    return micro_mask.shape[0] / mb_mask.shape[0]
+    token_mean = mode == "token-mean"
+    local = float(micro_mask.sum()) if token_mean else float(micro_mask.shape[0])
+    if minibatch_total is None:
+        minibatch_total = float(mb_mask.sum()) if token_mean else float(mb_mask.shape[0])
+    return local / max(minibatch_total, 1.0) * world_size

@@ -27,6 +27,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.utils import check_for_correct_spaces
 
+from agents.common.precision import lora_from_dict, lora_to_dict
+
 __all__ = ["FORMAT", "PickledCheckpointError", "capture_rng", "describe_space", "read_checkpoint", "restore_rng",
            "space_from_description", "write_checkpoint"]
 
@@ -186,6 +188,8 @@ def algorithm_state(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "state": {name: getattr(model, name, 0) for name in COUNTERS},
         "problem_rng": model._problem_rng.bit_generator.state, "rng": {"python": rng["python"], "numpy": rng["numpy"]},
         "doctor": model.doctor.state_dict() if getattr(model, "doctor", None) is not None else None,
+        "peft_config": lora_to_dict(getattr(model, "peft_config", None)),
+        "grad_scaler": model._scaler.state_dict() if model._scaler.is_enabled() else None,
     }
     tensors = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
                "torch_rng": {"cpu": rng["torch"], "cuda": rng["cuda"]}}
@@ -202,6 +206,8 @@ def restore_state(model: Any, meta: dict[str, Any], tensors: dict[str, Any]) -> 
     model._problem_rng.bit_generator.state = meta["problem_rng"]
     if meta.get("doctor") is not None and getattr(model, "doctor", None) is not None and model.doctor.enabled:
         model.doctor.load_state_dict(meta["doctor"])
+    if meta.get("grad_scaler") is not None:
+        model._scaler.load_state_dict(meta["grad_scaler"])
     restore_rng({**meta["rng"], "torch": tensors["torch_rng"]["cpu"], "cuda": tensors["torch_rng"]["cuda"]})
 
 
@@ -228,7 +234,8 @@ def build_from_checkpoint(cls: type, meta: dict[str, Any], tensors: dict[str, An
     sb3 = meta["sb3"]
     model = cls(policy_class, env, **config, policy_kwargs=policy_kwargs, seed=sb3["seed"], device=device,
                 verbose=sb3["verbose"], tensorboard_log=sb3["tensorboard_log"],
-                stats_window_size=sb3["stats_window_size"], _init_setup_model=False)
+                stats_window_size=sb3["stats_window_size"], peft_config=lora_from_dict(meta.get("peft_config")),
+                _init_setup_model=False)
     if env is None:
         model.observation_space, model.action_space = observation_space, action_space
     model.model_name_or_path = meta["model_name_or_path"]

@@ -27,6 +27,7 @@ from agents.common.advantages import GROUP_SCALES
 from agents.common.guards import NONFINITE_MODES
 from agents.common.losses import AGGREGATION_MODES, IMPORTANCE_SAMPLING_LEVELS, KL_ESTIMATORS
 from agents.common.losses import LOSS_MODES as POLICY_LOSS_MODES
+from agents.common.precision import MIXED_PRECISION
 from llm_gym.validation import check_int, check_real
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "KL_PLACEMENTS", "LOSS_MODES", "SUPERVISION_MODES", "AlgorithmConfig",
@@ -75,6 +76,13 @@ class AlgorithmConfig:
     on_nonfinite: str = "raise"
     """A NaN/inf reward, log-prob, loss or gradient: "raise" (stop with an error naming it; the update is not
     applied) or "skip" (skip that update, warn once, count it in train/nonfinite_skips)."""
+    # ------------------------------------------------------------------ precision and memory
+    mixed_precision: str = "no"
+    """Autocast of the rollouts' and the loss's forward passes (accelerate's names): "no" (float32), "bf16"
+    or "fp16" (with loss scaling). Weights, optimizer state, log-probs, ratio, KL and losses stay float32."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass (transformers' gradient
+    checkpointing): less activation memory for about one more forward of compute."""
     # ------------------------------------------------------------------ advantage (gradient coefficient)
     advantage_estimator: str = "grpo"
     """How advantages are computed: "grpo" (group-normalised, DeepSeekMath 4.1.2), "rloo" (leave-one-out
@@ -161,7 +169,7 @@ class AlgorithmConfig:
                             ("scale_rewards", GROUP_SCALES), ("loss_mode", LOSS_MODES),
                             ("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS), ("kl_placement", KL_PLACEMENTS),
                             ("kl_estimator", KL_ESTIMATORS), ("loss_aggregation", AGGREGATION_MODES),
-                            ("on_nonfinite", NONFINITE_MODES)):
+                            ("on_nonfinite", NONFINITE_MODES), ("mixed_precision", MIXED_PRECISION)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
         self._check_ranges()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -12,6 +13,13 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
+from agents.common.precision import (
+    base_transformer,
+    checkpointing,
+    enable_gradient_checkpointing,
+    enable_mixed_precision,
+    wrap_lora,
+)
 from llm_gym.decoding import decode_step, left_align, prefill, sample_tokens
 from llm_gym.lm import LanguageModel, sequence_inputs, sequence_log_probs
 
@@ -31,6 +39,14 @@ class LLMPolicy(BasePolicy):
         top_p: nucleus sampling threshold (1.0 = off).
         optimizer_class: torch optimizer class (default AdamW).
         optimizer_kwargs: extra optimizer arguments.
+        mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"``: autocast of the model's forward
+            (:func:`~agents.common.precision.enable_mixed_precision`); the weights stay float32.
+        gradient_checkpointing: transformers' gradient checkpointing in forwards with grad.
+        peft_config: a ``peft.LoraConfig``: the model gets LoRA adapters and only they (and a value head) are
+            trained and held by the optimizer; the base weights are frozen.
+
+    Raises:
+        TypeError: ``peft_config`` that is not a peft config.
     """
 
     def __init__(
@@ -43,14 +59,34 @@ class LLMPolicy(BasePolicy):
         top_p: float = 1.0,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
         optimizer_kwargs: dict | None = None,
+        mixed_precision: str = "no",
+        gradient_checkpointing: bool = False,
+        peft_config=None,
     ):
         super().__init__(observation_space, action_space, optimizer_class=optimizer_class,
                          optimizer_kwargs=optimizer_kwargs or {})
         self.lm = lm
         self.temperature = float(temperature)
         self.top_p = float(top_p)
-        self.model = lm.load_model()
-        self.optimizer = self.optimizer_class(self.model.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.mixed_precision = mixed_precision
+        self.peft_config = peft_config
+        model = lm.load_model()
+        if peft_config is not None:
+            model = wrap_lora(model, peft_config)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.model = enable_mixed_precision(model, mixed_precision)
+        self.optimizer = self.make_optimizer(lr_schedule)
+
+    def make_optimizer(self, lr_schedule) -> torch.optim.Optimizer:
+        """The optimizer over the trainable parameters only (with LoRA: the adapters and any value head)."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    @property
+    def is_peft(self) -> bool:
+        """True when the model carries LoRA (peft) adapters."""
+        return hasattr(self.model, "disable_adapter")
 
     @property
     def max_new_tokens(self) -> int:
@@ -115,9 +151,10 @@ class LLMPolicy(BasePolicy):
         return self.generate(observation["input_ids"], observation["attention_mask"], deterministic).response_ids
 
     def log_probs(self, prompt_ids, prompt_mask, response_ids, response_mask, return_entropy: bool = False):
-        """Per-token log-probs ``(B, T)`` (nats) of responses under the current weights (with grad)."""
-        return sequence_log_probs(self.model, prompt_ids, prompt_mask, response_ids, response_mask,
-                                  temperature=self.temperature, return_entropy=return_entropy)
+        """Per-token log-probs ``(B, T)`` (nats, float32) of responses under the current weights (with grad)."""
+        with checkpointing(self):
+            return sequence_log_probs(self.model, prompt_ids, prompt_mask, response_ids, response_mask,
+                                      temperature=self.temperature, return_entropy=return_entropy)
 
     def evaluate_actions(self, samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """SB3's ``evaluate_actions`` for a batch of whole responses (one forward pass, with grad).
@@ -133,17 +170,25 @@ class LLMPolicy(BasePolicy):
                                             samples.response_mask, return_entropy=True)
         return log_probs, entropy, None
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Export a plain Hugging Face model folder (weights, config, tokenizer, chat template).
+    def forward(self, samples):
+        """The training forward, :meth:`evaluate_actions` (what ``DistributedDataParallel`` calls)."""
+        return self.evaluate_actions(samples)
 
-        The folder is written beside the target and renamed into place, so an interrupted export
-        never leaves a half-written model.
+    def save_pretrained(self, save_directory: str | os.PathLike, merged: bool = False) -> Path:
+        """Export a Hugging Face folder (safetensors weights, config, tokenizer, chat template).
+
+        Without LoRA: the full model. With LoRA: the adapter only (``adapter_config.json`` and
+        ``adapter_model.safetensors``, loadable with ``peft.PeftModel.from_pretrained`` on the base model), or
+        with ``merged=True`` a plain model with the adapters merged into the weights (built on a copy, so the
+        policy keeps its adapters; the copy costs one model of memory). The folder is written beside the
+        target and renamed into place, so an interrupted export never leaves a half-written model.
         """
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            model = copy.deepcopy(self.model).merge_and_unload() if merged and self.is_peft else self.model
+            model.save_pretrained(tmp, safe_serialization=True)
             self.lm.tokenizer.save_pretrained(tmp)
             if target.exists():
                 shutil.rmtree(target)
@@ -155,23 +200,40 @@ class LLMPolicy(BasePolicy):
 
 
 class ReferencePolicy(torch.nn.Module):
-    """A frozen copy of the initial model, used for the KL penalty (DeepSeekMath eq. 4).
+    """The frozen initial model, used for the KL penalty (DeepSeekMath eq. 4).
 
-    Loaded from the env's model (not the possibly fine-tuned policy), never saved with the algorithm,
-    and only built when ``beta > 0``.
+    Without LoRA: a copy of the env's model (not the possibly fine-tuned policy), never saved with the
+    algorithm, and only built when ``beta > 0``. With a LoRA policy (``policy_model`` a peft model): no copy;
+    the reference is the policy's own base model with the adapters disabled (TRL does the same), which is
+    exactly the initial model because the base weights are frozen.
+
+    Args:
+        lm: the env's model handle (the copy is loaded from it).
+        temperature: logits are divided by it, as the policy's.
+        mixed_precision: autocast mode of the copy's forward.
+        policy_model: the policy's model; used instead of a copy when it carries peft adapters.
     """
 
-    def __init__(self, lm: LanguageModel, temperature: float = 1.0):
+    def __init__(self, lm: LanguageModel, temperature: float = 1.0, mixed_precision: str = "no",
+                 policy_model: torch.nn.Module | None = None):
         super().__init__()
-        self.model = lm.load_model()
-        self.model.requires_grad_(False)
         self.temperature = float(temperature)
+        shared = policy_model is not None and hasattr(policy_model, "disable_adapter")
+        # A plain attribute (not a submodule): the policy owns, moves and saves the shared model.
+        self._shared = (policy_model,) if shared else None
+        self.model = None if shared else enable_mixed_precision(lm.load_model(), mixed_precision)
+        if self.model is not None:
+            self.model.requires_grad_(False)
 
     @torch.no_grad()
     def log_probs(self, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:
-        """Per-token log-probs ``(B, T)`` under the reference model, without grad."""
-        return sequence_log_probs(self.model, prompt_ids, prompt_mask, response_ids, response_mask,
-                                  temperature=self.temperature)[0]
+        """Per-token log-probs ``(B, T)`` (nats, float32) under the reference model, without grad."""
+        args = (prompt_ids, prompt_mask, response_ids, response_mask)
+        if self._shared is None:
+            return sequence_log_probs(self.model, *args, temperature=self.temperature)[0]
+        model = self._shared[0]
+        with model.disable_adapter():
+            return sequence_log_probs(model, *args, temperature=self.temperature)[0]
 
 
 class LLMActorCriticPolicy(LLMPolicy):
@@ -214,16 +276,26 @@ class LLMActorCriticPolicy(LLMPolicy):
         value_head_init_std: float = 1e-3,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW,
         optimizer_kwargs: dict | None = None,
+        mixed_precision: str = "no",
+        gradient_checkpointing: bool = False,
+        peft_config=None,
     ):
         super().__init__(observation_space, action_space, lr_schedule, lm=lm, temperature=temperature, top_p=top_p,
-                         optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+                         optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs,
+                         mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+                         peft_config=peft_config)
         self.separate_critic = bool(separate_critic)
         self.entropy_grad = False
-        self.critic = lm.load_model().base_model if self.separate_critic else None
+        self.critic = None
+        if self.separate_critic:  # a full trainable copy, in the actor's precision
+            critic = lm.load_model()
+            if gradient_checkpointing:
+                enable_gradient_checkpointing(critic)
+            self.critic = base_transformer(enable_mixed_precision(critic, mixed_precision))
         self.value_head = torch.nn.Linear(self.model.config.hidden_size, 1, device=self.model.device)
         torch.nn.init.normal_(self.value_head.weight, std=value_head_init_std)
         torch.nn.init.zeros_(self.value_head.bias)
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.make_optimizer(lr_schedule)
 
     def _values(self, hidden: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
         """Value head on hidden states ``(B, T, H)`` -> ``(B, T)`` float32 values, 0 on padding."""
@@ -241,16 +313,17 @@ class LLMActorCriticPolicy(LLMPolicy):
             ``values (B, T)`` (reward units, ``V(s_t)`` as in the class docstring), all 0 on padding.
         """
         args = (samples.prompt_ids, samples.prompt_mask, samples.response_ids, samples.response_mask)
-        log_probs, entropy, *hidden = sequence_log_probs(
-            self.model, *args, temperature=self.temperature, return_entropy=True, entropy_grad=self.entropy_grad,
-            return_hidden=self.critic is None)  # (B, T), (B, T), [(B, T, H)]
-        hidden = hidden[0] if self.critic is None else response_hidden_states(self.critic, *args)  # (B, T, H)
+        with checkpointing(self):
+            log_probs, entropy, *hidden = sequence_log_probs(
+                self.model, *args, temperature=self.temperature, return_entropy=True,
+                entropy_grad=self.entropy_grad, return_hidden=self.critic is None)  # (B, T), (B, T), [(B, T, H)]
+            hidden = hidden[0] if self.critic is None else response_hidden_states(self.critic, *args)  # (B, T, H)
         return log_probs, entropy, self._values(hidden, samples.response_mask)
 
     @torch.no_grad()
     def predict_values(self, samples) -> torch.Tensor:
         """Values ``V(s_t)`` ``(B, T)`` of the response positions, without grad and without the LM head."""
-        trunk = self.model.base_model if self.critic is None else self.critic
+        trunk = base_transformer(self.model) if self.critic is None else self.critic
         hidden = response_hidden_states(trunk, samples.prompt_ids, samples.prompt_mask, samples.response_ids,
                                         samples.response_mask)  # (B, T, H)
         return self._values(hidden, samples.response_mask)

@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.advantages import informative_groups
 from agents.common.buffers import RolloutSamples
+from agents.common.distributed import all_gather_rows, is_distributed, world_size
 from llm_gym.decoding import decode_step, prefill, sample_tokens
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
 
@@ -47,8 +48,9 @@ class RolloutCollector:
         return env.reset()
 
     def _step_callbacks(self, callback: BaseCallback, infos, dones, n_steps: int, local_vars: dict) -> bool:
-        self.num_timesteps += n_steps
-        self._update_info_buffer(infos, dones)
+        self.num_timesteps += n_steps * world_size()  # env steps over every rank (each steps the same count)
+        if not is_distributed():  # with several ranks, collect_rollouts adds every rank's episodes at once
+            self._update_info_buffer(infos, dones)
         callback.update_locals(local_vars)
         return callback.on_step()
 
@@ -72,31 +74,37 @@ class RolloutCollector:
         rounds of ``n_prompts`` groups are drawn and only groups whose rewards are not all equal are kept,
         until ``n_prompts`` are kept (the surplus of the last round is dropped) or ``max_sampling_rounds``
         rounds were drawn; then a ``UserWarning`` says how many were found and training uses those.
+
+        With data parallelism every round's rows are gathered from all ranks (rank order), so the groups
+        are counted globally (``world_size * n_prompts`` kept) and both results hold every rank's rows.
         """
         kept, generated, seconds = [], [], 0.0
+        target = self.rollout_size * world_size()
         for _ in range(self.max_sampling_rounds if self.dynamic_sampling else 1):
             collected = self._collect_round(env, callback)
             if collected is None:
                 return None
             rollout, round_seconds = collected
+            rollout = all_gather_rows(rollout)
             generated.append(rollout)
             seconds += round_seconds
             if not self.dynamic_sampling:
                 return rollout, rollout, seconds
             kept.append(rollout.take(np.flatnonzero(informative_groups(rollout.rewards.numpy(), self.group_size))))
-            if sum(r.n_sequences for r in kept) >= self.rollout_size:
+            if sum(r.n_sequences for r in kept) >= target:
                 break
         else:
             n_found = sum(r.n_sequences for r in kept) // self.group_size
-            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts} groups had mixed rewards "
+            ranks = f" x {world_size()} ranks" if is_distributed() else ""
+            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts}{ranks} groups had mixed rewards "
                           f"after max_sampling_rounds={self.max_sampling_rounds} rounds "
-                          f"({self.max_sampling_rounds * self.rollout_size} responses); training on those "
+                          f"({self.max_sampling_rounds * target} responses); training on those "
                           f"{n_found}. Raise max_sampling_rounds or use problems the policy sometimes solves.",
                           stacklevel=3)
         all_rows = RolloutSamples.concat(generated)
         self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.group_size))
                                    ) // self.group_size
-        return RolloutSamples.concat(kept).take(np.arange(self.rollout_size)), all_rows, seconds
+        return RolloutSamples.concat(kept).take(np.arange(target)), all_rows, seconds
 
     def _collect_sequences(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray
                            ) -> tuple[RolloutSamples, float] | None:
