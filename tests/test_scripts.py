@@ -176,3 +176,46 @@ def test_train_save_freq_and_resume_finish_bit_identical(tiny_model_dir, tmp_pat
     assert resumed.num_timesteps == full.num_timesteps == 12 and resumed._n_updates == full._n_updates == 3
     for (key, a), b in zip(full.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_lora_bf16_exports_adapter_and_merged_model(tiny_model_dir, tmp_path):
+    """--lora-r and --mixed-precision reach the algorithm; the job exports the adapter and the merged model."""
+    train = load_script("train")
+    argv = ["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8", "--n-prompts", "2",
+            "--group-size", "2", "--total-timesteps", "4", "--eval-n", "0", "--tensorboard-log", "",
+            "--output-dir", str(tmp_path), "--no-progress-bar", "--verbose", "0", "--run-name", "run",
+            "--lora-r", "4", "--lora-target-modules", "c_attn", "--mixed-precision", "bf16",
+            "--gradient-checkpointing"]
+    assert train.main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 1 and results["peft_config"]["r"] == 4
+    assert results["peft_config"]["target_modules"] == ["c_attn"] and results["peft_config"]["lora_alpha"] == 8
+    config = results["algorithm_config"]
+    assert config["mixed_precision"] == "bf16" and config["gradient_checkpointing"] is True
+    assert (tmp_path / "run" / "hf_adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "run" / "hf_model" / "model.safetensors").is_file()
+    with pytest.raises(SystemExit, match="lora-r"):
+        train.main([*argv, "--lora-r", "-1"])
+
+
+def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path):
+    """torchrun --nproc_per_node 2 scripts/train.py: rank 0 saves once, results.json records world_size 2 and the
+    env steps of both ranks."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(SCRIPTS.parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(SCRIPTS / "train.py"), "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+           "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "16", "--eval-n", "4",
+           "--eval-batch-size", "4", "--tensorboard-log", str(tmp_path / "tb"), "--output-dir", str(tmp_path),
+           "--no-progress-bar", "--verbose", "0", "--run-name", "run"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["world_size"] == 2
+    assert results["timesteps"] == 16 and results["optimizer_steps"] == 2  # 2 iterations of 2 ranks x 4 responses
+    assert results["after"]["n"] == 4
+    assert len(list((tmp_path / "tb").iterdir())) == 1  # one TensorBoard run: rank 0 logs
