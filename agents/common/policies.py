@@ -20,7 +20,7 @@ from agents.common.precision import (
     enable_mixed_precision,
     wrap_lora,
 )
-from llm_gym.decoding import decode_step, left_align, prefill, sample_tokens
+from llm_gym.decoding import decode_step, left_align, prefill, sample_responses, sample_tokens
 from llm_gym.lm import LanguageModel, sequence_inputs, sequence_log_probs
 
 
@@ -101,6 +101,14 @@ class LLMPolicy(BasePolicy):
         """Sample (or greedily decode) responses for ``(B, L)`` prompts; see :meth:`LanguageModel.generate`."""
         return self.lm.generate(input_ids, attention_mask, self.max_new_tokens, model=self.model,
                                 temperature=self.temperature, top_p=self.top_p, do_sample=not deterministic)
+
+    def sample_rollout(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, group_size: int = 1):
+        """Sample one response per ``(B, L)`` prompt for a rollout: :class:`~llm_gym.decoding.GroupSampler` (each
+        group's prompt prefilled once, finished rows leave the batch). Returns a :class:`~llm_gym.lm.Generation`
+        with ``(B, T)`` ids."""
+        ids = sample_responses(self.model, input_ids, attention_mask, self.max_new_tokens, self.lm.eos_token_id,
+                               self.lm.pad_token_id, group_size, self.temperature, self.top_p)
+        return self.lm.as_generation(ids)
 
     def obs_to_tensor(self, observation: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], bool]:
         """Convert a prompt observation ``{"input_ids": (L,) or (B, L), "attention_mask": ...}`` to tensors.

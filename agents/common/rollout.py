@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.common.advantages import informative_groups
 from agents.common.buffers import RolloutSamples
 from agents.common.distributed import all_gather_rows, is_distributed, world_size
-from llm_gym.decoding import decode_step, prefill, sample_tokens
+from llm_gym.decoding import GroupSampler
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
 
 __all__ = ["RolloutCollector", "rollout_metrics", "step_reward_tensors"]
@@ -125,7 +125,7 @@ class RolloutCollector:
             prompts, length = env.get_attr("prompts", [0])[0], env.get_attr("max_prompt_length", [0])[0]
             b_prompt_ids, b_prompt_mask = self.lm.encode_prompts([prompts[k] for k in problem_ids], length)  # (N, L)
         start = time.perf_counter()
-        gen = self.policy.generate(b_prompt_ids, b_prompt_mask)
+        gen = self.policy.sample_rollout(b_prompt_ids, b_prompt_mask, self.group_size)
         gen_seconds = time.perf_counter() - start
         b_response_ids = gen.response_ids.numpy()  # (N, T)
         prime_sequence_rollout(env, problem_ids, b_response_ids)
@@ -166,10 +166,10 @@ class RolloutCollector:
         response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
         token_rewards = torch.zeros((n, T))  # (n, T)
         active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
-        state = prefill(self.policy.model, prompt_ids, prompt_mask)
+        sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size, self.temperature,
+                               self.top_p, lm.pad_token_id)
         for t in range(T):
-            tokens = sample_tokens(state.logits, self.temperature, self.top_p).cpu()
-            tokens = torch.where(active, tokens, torch.full_like(tokens, lm.pad_token_id))  # as generate does
+            tokens = sampler.sample()  # pad for finished rows, as generate does
             _, rewards, dones, infos = env.step(tokens.numpy())
             response[active, t] = tokens[active]
             token_rewards[active, t] = torch.as_tensor(rewards, dtype=torch.float32)[active]
@@ -180,7 +180,7 @@ class RolloutCollector:
             active &= ~torch.as_tensor(dones)
             if not active.any():
                 break
-            state = decode_step(self.policy.model, state, tokens)
+            sampler.advance(tokens, ~active)
         return RolloutSamples(prompt_ids, prompt_mask, response, lm.response_mask(response), token_rewards.sum(-1),
                               token_rewards=token_rewards, infos=final_infos)
 

@@ -60,10 +60,10 @@ def flat_params(model) -> torch.Tensor:
 
 def force_eos(monkeypatch, model, lengths: dict[int, int]):
     """Make the rollout's row ``i`` end with EOS as its ``lengths[i]``-th token (the rest stays sampled)."""
-    lm, original = model.lm, model.policy.generate
+    lm, original = model.lm, model.policy.sample_rollout
 
-    def generate(input_ids, attention_mask, deterministic=False):
-        gen = original(input_ids, attention_mask, deterministic)
+    def sample_rollout(input_ids, attention_mask, group_size=1):
+        gen = original(input_ids, attention_mask, group_size)
         ids = gen.response_ids.clone()
         for row, n in lengths.items():
             ids[row, n - 1], ids[row, n:] = lm.eos_token_id, lm.pad_token_id
@@ -73,7 +73,7 @@ def force_eos(monkeypatch, model, lengths: dict[int, int]):
         return gen._replace(response_ids=ids, response_mask=mask,
                             truncated=(mask.sum(-1) == ids.shape[1]) & (ids[:, -1] != lm.eos_token_id))
 
-    monkeypatch.setattr(model.policy, "generate", generate)
+    monkeypatch.setattr(model.policy, "sample_rollout", sample_rollout)
 
 
 def test_defaults_match_the_paper(make_env):

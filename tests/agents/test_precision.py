@@ -88,7 +88,7 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradient(ma
         model = make_grpo(make_env, gradient_checkpointing=enabled)
         layer = model.policy.model.transformer.h[0]
         count = []
-        layer.register_forward_pre_hook(lambda *_: count.append(1))  # (a recomputation may stop early)
+        layer.register_forward_pre_hook(lambda *_, c=count: c.append(1))  # (a recomputation may stop early)
         log_probs, _, _ = model.policy.evaluate_actions(batch)
         (log_probs * batch.response_mask).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.policy.parameters()]))
@@ -160,8 +160,12 @@ def test_lora_save_load_round_trips_exactly(make_env, tmp_path):
     assert saved["state"].keys() == restored["state"].keys()
     for k in saved["state"]:
         assert torch.equal(saved["state"][k]["exp_avg"], restored["state"][k]["exp_avg"])
-    # Both continue identically.
+    # Both continue identically from the same global RNG state (load restored the saved one; they share it).
+    from agents.common.checkpoint import capture_rng, restore_rng
+
+    rng = capture_rng()
     model.learn(8, reset_num_timesteps=False)
+    restore_rng(rng)
     loaded.learn(8, reset_num_timesteps=False)
     for a, b in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
         assert torch.equal(a, b)

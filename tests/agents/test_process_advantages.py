@@ -119,16 +119,16 @@ def expected_process_advantages(model, eps: float) -> torch.Tensor:
 
 def spaces_every_third_token(monkeypatch, model) -> None:
     """Sampled responses with a space (the step delimiter) at tokens 2, 5, 8, ...: several steps per response."""
-    lm, original = model.lm, model.policy.generate
+    lm, original = model.lm, model.policy.sample_rollout
     space = lm.tokenizer.encode(" ", add_special_tokens=False)[0]
 
-    def generate(input_ids, attention_mask, deterministic=False):
-        gen = original(input_ids, attention_mask, deterministic)
+    def sample_rollout(input_ids, attention_mask, group_size=1):
+        gen = original(input_ids, attention_mask, group_size)
         ids = gen.response_ids.clone()
         ids[:, 2::3] = torch.where(gen.response_mask[:, 2::3].bool(), space, ids[:, 2::3])
         return gen._replace(response_ids=ids)
 
-    monkeypatch.setattr(model.policy, "generate", generate)
+    monkeypatch.setattr(model.policy, "sample_rollout", sample_rollout)
 
 
 def test_grpo_process_advantages_from_env_step_rewards(make_env, monkeypatch) -> None:
