@@ -310,10 +310,32 @@ def sequence_log_probs(
             (``output_hidden_states=True``; ``hidden_states[-1]`` is the final-norm output the LM head
             reads, for GPT-2 and Llama-family models). With grad if enabled. Used by a value head.
 
+    Response columns that are padding in every row are not run through the model (outputs there are 0):
+    causal attention means they never change the real positions.
+
     Returns:
         ``log_probs (B, T)`` float32 (0 on padding) and ``entropy (B, T)`` or None; with
         ``return_hidden=True`` a third element, ``hidden (B, T, H)`` in the model's dtype.
     """
+    T_full = response_ids.shape[1]
+    used = max(int(response_mask.sum(-1).max()), 1) if response_mask.numel() else T_full
+    response_ids, response_mask = response_ids[:, :used], response_mask[:, :used]  # drop all-padding columns
+    out = _sequence_log_probs(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature,
+                              return_entropy, entropy_grad, return_hidden)
+    return tuple(x if x is None else pad_columns(x, T_full) for x in out)
+
+
+def pad_columns(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad dim 1 of ``(B, t, ...)`` to ``(B, length, ...)``."""
+    if x.shape[1] == length:
+        return x
+    pad = x.new_zeros((x.shape[0], length - x.shape[1], *x.shape[2:]))
+    return torch.cat([x, pad], dim=1)
+
+
+def _sequence_log_probs(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature, return_entropy,
+                        entropy_grad, return_hidden):
+    """:func:`sequence_log_probs` on responses already trimmed to their longest row."""
     device = next(model.parameters()).device
     input_ids, attention_mask, position_ids = sequence_inputs(prompt_ids, prompt_mask, response_ids,
                                                               response_mask, device)  # (B, L + T) each
@@ -325,16 +347,19 @@ def sequence_log_probs(
     except TypeError:  # models without logits_to_keep
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
                     **kwargs)
-    logits = out.logits[:, -(T + 1):-1, :].float() / temperature  # (B, T, V)
+    logits = out.logits[:, -(T + 1):-1, :].float()  # (B, T, V) float32 (a copy only if the forward was not)
+    if temperature != 1.0:
+        logits = logits / temperature
     targets = response_ids.to(device)
-    log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
+    lse = torch.logsumexp(logits, dim=-1)  # (B, T)
+    log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse  # (B, T)
     mask = response_mask.to(device).bool()
     log_probs = torch.where(mask, log_probs, torch.zeros_like(log_probs))
     entropy = None
     if return_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            probs = torch.softmax(logits, dim=-1)
-            entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (B, T)
+            probs = torch.softmax(logits, dim=-1)  # (B, T, V)
+            entropy = lse - torch.einsum("btv,btv->bt", probs, logits)  # (B, T); no (B, T, V) product
             entropy = torch.where(mask, entropy, torch.zeros_like(entropy))
     if return_hidden:
         hidden = out.hidden_states[-1][:, -(T + 1):-1, :]  # (B, T, H)

@@ -26,14 +26,21 @@ KL                         ``beta=0.04`` (k3)                              ``bet
 loss                       ``loss_type="grpo"``, ``epsilon=0.2``           ``seq-mean-token-mean``, ``clip_range=0.2``
 updates per rollout        ``num_iterations=1, steps_per_generation=1,     ``n_epochs=1``, one minibatch
                            gradient_accumulation_steps=1``
-optimizer                  AdamW, ``learning_rate=1e-6``,                  AdamW, ``learning_rate=1e-6``,
-                           ``max_grad_norm=1.0``                           ``max_grad_norm=1.0``
+optimizer                  AdamW, ``learning_rate=1e-6`` constant          AdamW, ``learning_rate=1e-6`` (constant),
+                           (``lr_scheduler_type="constant"``),             ``max_grad_norm=1.0``
+                           ``max_grad_norm=1.0``
+forward batching           library default: the 32 rows in one forward     library default: ``micro_batch_size=8``
+prompt padding             left, to the longest prompt of the batch        left, to the env's ``max_prompt_length``
 precision fp32 / bf16      ``bf16=False`` / ``bf16=True`` (autocast,       ``mixed_precision="no"`` / ``"bf16"``
                            fp32 master weights)                            (autocast, fp32 master weights)
 gradient checkpointing     off (``--gradient-checkpointing``: on)          off (``--gradient-checkpointing``: on)
 device, seed               ``use_cpu=True``, ``seed=0``                    ``device="cpu"``, ``seed=0``
 dropout                    ``disable_dropout=True``                        eval mode (no dropout)
 =========================  ==============================================  ===========================================
+
+Both sides draw 4 of the same 2000 train problems per step, but with their own samplers (TRL's shuffled
+``RepeatSampler``, llm-gym's problem RNG), so the prompts and the sampled lengths differ between the sides; the
+report gives the generated tokens per step of each side.
 
 Each measurement is one fresh subprocess (``--worker trl|ours``), so its peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is that trainer's alone: model, reference, optimizer state,

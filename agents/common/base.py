@@ -27,7 +27,13 @@ from stable_baselines3.common.utils import explained_variance, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn.parallel import DistributedDataParallel
 
-from agents.common.buffers import GroupRolloutBuffer, RolloutSamples, micro_batch_weight, micro_batches
+from agents.common.buffers import (
+    GroupRolloutBuffer,
+    RolloutSamples,
+    length_grouped_order,
+    micro_batch_weight,
+    micro_batches,
+)
 from agents.common.checkpoint import (
     PickledCheckpointError,
     algorithm_state,
@@ -60,6 +66,16 @@ from llm_gym.lm import get_language_model
 SB3_ARGUMENTS: dict[str, Any] = {"policy_kwargs": None, "tensorboard_log": None, "verbose": 0, "seed": None,
                                  "device": "auto", "stats_window_size": 100, "doctor": True,
                                  "peft_config": None, "_init_setup_model": True}
+
+
+def unsort(parts: list[torch.Tensor], order: torch.Tensor) -> torch.Tensor | None:
+    """The rows of ``torch.cat(parts)`` (computed in ``order``) put back in the original order; None if empty."""
+    if not parts:
+        return None
+    rows = torch.cat(parts)
+    out = torch.empty_like(rows)
+    out[order] = rows
+    return out
 
 
 def _generated_init(cls: type[LLMAlgorithm]):
@@ -286,7 +302,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """Once per rollout, in micro-batches, without grad: the old log-probs (only when several optimizer
         steps use the rollout), the reference log-probs (``beta > 0``) and the critic's values (one forward
         with the old log-probs); then the reward shaping of the config (KL in the reward, overlong shaping)."""
-        s = buffer.samples
+        order = length_grouped_order(buffer.samples)  # (N,) micro-batches of similar lengths: less padding
+        s = buffer.samples.index(order)
         has_critic = isinstance(self.policy, LLMActorCriticPolicy)
         kl_in_reward = self.kl_placement == "reward" and self.beta > 0
         need_forward = not self._one_step_per_rollout or has_critic or kl_in_reward
@@ -303,9 +320,9 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             if self.ref_policy is not None:
                 ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                      mb.response_mask))
-        b_log_probs = torch.cat(old) if old else None  # (N, T): pi_old's log-probs, when computed
+        b_log_probs = unsort(old, order)  # (N, T): pi_old's log-probs, when computed
         buffer.update(old_log_probs=None if self._one_step_per_rollout else b_log_probs,
-                      ref_log_probs=torch.cat(ref) if ref else None, values=torch.cat(values) if values else None)
+                      ref_log_probs=unsort(ref, order), values=unsort(values, order))
         if self.kl_placement == "reward":
             updates, stats = kl_reward_shaping(self.config, buffer.samples, b_log_probs)
             buffer.update(**updates)
@@ -382,7 +399,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """
         optimizer = self.policy.optimizer
         optimizer.zero_grad(set_to_none=True)
-        stats = self._accumulate_gradients(mb)
+        stats = self._accumulate_gradients(mb.index(length_grouped_order(mb)))
         if "nonfinite_skip" in stats:
             return stats
         approx_kl = all_reduce_sum(stats.get("approx_kl", 0.0)) / world_size()

@@ -141,6 +141,18 @@ class GroupRolloutBuffer:
             yield self.samples.index(order[start:start + batch_size].to(self.device))
 
 
+def length_grouped_order(samples: RolloutSamples) -> torch.Tensor:
+    """Row order ``(B,)`` by real length (prompt + response tokens), longest first.
+
+    Consecutive micro-batches of the reordered rows hold sequences of similar length, so the padding each
+    forward trims away (common left padding of the prompts, all-padding response columns) is larger, and the
+    longest micro-batch comes first (the peak memory shows at once). A minibatch's summed gradient does not
+    depend on the order of its rows.
+    """
+    lengths = samples.prompt_mask.sum(-1) + samples.response_mask.sum(-1)  # (B,)
+    return torch.argsort(lengths.cpu(), descending=True, stable=True).to(samples.prompt_ids.device)
+
+
 def micro_batches(samples: RolloutSamples, micro_batch_size: int) -> Iterator[RolloutSamples]:
     """Split a minibatch into consecutive micro-batches of ``micro_batch_size`` rows (gradient accumulation)."""
     for start in range(0, samples.n_sequences, micro_batch_size):
