@@ -182,15 +182,16 @@ class GroupSampler:
 @torch.no_grad()
 def sample_responses(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                      max_new_tokens: int, eos_token_id: int, pad_token_id: int, group_size: int = 1,
-                     temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
+                     temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True) -> torch.Tensor:
     """Sample ``(B, T)`` responses with a :class:`GroupSampler` (rollouts): right-padded with ``pad_token_id``.
 
     A row ends at its first ``eos_token_id`` (kept) or after ``max_new_tokens`` tokens. Same distribution as
     ``model.generate(do_sample=True)`` with the same temperature and top-p (top-k off); the random stream
-    differs because finished rows stop drawing.
+    differs because finished rows stop drawing. ``do_sample=False`` decodes greedily: the same tokens as
+    ``generate`` (tested), faster because finished rows leave the batch.
     """
     response = torch.full((prompt_ids.shape[0], max_new_tokens), pad_token_id, dtype=torch.long)  # (B, T)
-    sampler = GroupSampler(model, prompt_ids, prompt_mask, group_size, temperature, top_p, pad_token_id)
+    sampler = GroupSampler(model, prompt_ids, prompt_mask, group_size, temperature, top_p, pad_token_id, do_sample)
     for t in range(max_new_tokens):
         tokens = sampler.sample()
         live = torch.zeros(prompt_ids.shape[0], dtype=torch.bool)

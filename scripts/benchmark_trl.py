@@ -38,9 +38,10 @@ device, seed               ``use_cpu=True``, ``seed=0``                    ``dev
 dropout                    ``disable_dropout=True``                        eval mode (no dropout)
 =========================  ==============================================  ===========================================
 
-Both sides draw 4 of the same 2000 train problems per step, but with their own samplers (TRL's shuffled
-``RepeatSampler``, llm-gym's problem RNG), so the prompts and the sampled lengths differ between the sides; the
-report gives the generated tokens per step of each side.
+Both sides see the same prompts at every step: TRL's dataset is the sequence of problems llm-gym's GRPO draws
+with the same seed, in that order (``shuffle_dataset=False``). The sampled responses (and so their lengths)
+still differ; the report gives the generated tokens per step of each side and the step time per 1000
+generated tokens, a comparison that does not reward shorter samples.
 
 Each measurement is one fresh subprocess (``--worker trl|ours``), so its peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is that trainer's alone: model, reference, optimizer state,
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precisions to measure")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one worker may take")
     p.add_argument("--out", default=DEFAULT_OUT, help="JSON report path ('' = do not write one)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="instead of TRL vs ours: only llm-gym's GRPO, once per variant, each in its own subprocess "
+                        "(memory and time of the switches), e.g. 'fp32 fp32+gc fp32+lora16 bf16 bf16+gc+lora16': "
+                        "a precision, then '+gc' (gradient checkpointing) and/or '+loraR' (LoRA rank R)")
+    p.add_argument("--lora-r", type=int, default=0, help="internal: LoRA rank of our worker (0 = full fine-tuning)")
     p.add_argument("--worker", choices=SIDES, default=None, help="internal: run one measurement and print JSON")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="internal: the worker's precision")
     return p
@@ -200,6 +206,16 @@ def reference_info(ref, policy) -> dict[str, Any]:
             "reference_is_copy": ref is not policy and all(p.data_ptr() not in policy_ptrs for p in ref.parameters())}
 
 
+def same_problems(args: argparse.Namespace, n_problems: int) -> list[int]:
+    """The problem of every prompt llm-gym's GRPO draws over ``warmup + steps`` iterations (its problem RNG is
+    ``np.random.default_rng(seed)``, ``n_prompts`` draws per iteration): TRL gets these prompts in this order
+    (``shuffle_dataset=False``), so both sides see the same prompts at every step."""
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    return [int(k) for _ in range(args.warmup + args.steps) for k in rng.integers(n_problems, size=args.n_prompts)]
+
+
 def run_trl(args: argparse.Namespace, env) -> dict[str, Any]:
     """``warmup + steps`` steps of TRL's GRPOTrainer; per-step, rollout and generate seconds of the timed steps."""
     import torch
@@ -211,7 +227,9 @@ def run_trl(args: argparse.Namespace, env) -> dict[str, Any]:
 
     base = env.unwrapped
     lm = base.lm
-    dataset = Dataset.from_dict({"prompt": list(base.prompts), "answer": [p.answer for p in base.problems]})
+    order = same_problems(args, base.n_problems)  # the prompts llm-gym's GRPO draws, in its order
+    dataset = Dataset.from_dict({"prompt": [base.prompts[k] for k in order],
+                                 "answer": [base.problems[k].answer for k in order]})
 
     def math_accuracy(prompts, completions, answer, **kwargs):
         """llm-gym's ``math_answer_reward`` in TRL's signature (the ``answer`` column arrives as a kwarg)."""
@@ -238,6 +256,7 @@ def run_trl(args: argparse.Namespace, env) -> dict[str, Any]:
             max_grad_norm=args.max_grad_norm, loss_type="grpo", seed=args.seed, use_cpu=True,
             bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=args.gradient_checkpointing,
             disable_dropout=True, report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
+            shuffle_dataset=False,
             dataloader_num_workers=0)
         model = lm.load_model()
         trainer = GRPOTrainer(model=model, reward_funcs=[math_accuracy], args=config, train_dataset=dataset,
@@ -301,6 +320,10 @@ def run_ours(args: argparse.Namespace, env) -> dict[str, Any]:
     kwargs = {"mixed_precision": "no" if args.precision == "fp32" else args.precision}
     if args.gradient_checkpointing:
         kwargs["gradient_checkpointing"] = True
+    if args.lora_r:
+        import peft
+
+        kwargs["peft_config"] = peft.LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear")
     algo = GRPO("LLMPolicy", env, n_prompts=args.n_prompts, group_size=args.group_size, beta=args.beta,
                 temperature=args.temperature, top_p=args.top_p, learning_rate=args.learning_rate,
                 max_grad_norm=args.max_grad_norm, n_epochs=1, seed=args.seed, device="cpu", **kwargs)
@@ -311,7 +334,8 @@ def run_ours(args: argparse.Namespace, env) -> dict[str, Any]:
     step_seconds = [b - a for a, b in itertools.pairwise(bounds)]
     return {"step_seconds": step_seconds, "rollout_seconds": timer.rollout, "generate_seconds": timer.generate,
             "tokens": timer.tokens, "setup_peak_rss_kib": setup_rss,
-            **reference_info(getattr(algo.ref_policy, "model", None), algo.policy.model),
+            **reference_info(getattr(algo.ref_policy, "model", None) or algo.policy.model, algo.policy.model),
+            "trainable_parameters": sum(p.numel() for p in algo.policy.parameters() if p.requires_grad),
             "param_dtype": str(next(algo.policy.model.parameters()).dtype), "torch_threads": torch.get_num_threads()}
 
 
@@ -385,13 +409,22 @@ def summarize(runs: list[dict[str, Any]], precisions: list[str]) -> dict[str, An
             med = {key: statistics.median(x for r in rs for x in r[key])
                    for key in ("step_seconds", "rollout_seconds", "train_seconds", "tokens")}
             gen = [x for r in rs for x in r["generate_seconds"] if x is not None]
+            per_1k = [1000 * t / n for r in rs for t, n in zip(r["step_seconds"], r["tokens"], strict=True) if n]
             sides[side] = {"median_step_seconds": med["step_seconds"], "median_rollout_seconds": med["rollout_seconds"],
+                           "median_seconds_per_1k_tokens": statistics.median(per_1k) if per_1k else None,
                            "median_train_seconds": med["train_seconds"], "median_tokens": med["tokens"],
                            "median_generate_seconds": statistics.median(gen) if gen else None,
                            "median_peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in rs), "runs": len(rs)}
         step_ratio = sides["ours"]["median_step_seconds"] / sides["trl"]["median_step_seconds"]
         rss_ratio = sides["ours"]["median_peak_rss_gb"] / sides["trl"]["median_peak_rss_gb"]
+        per_token = [sides[s]["median_seconds_per_1k_tokens"] for s in ("ours", "trl")]
+        # The sides draw their own prompts and sample their own lengths: step time per generated token is the
+        # comparison that does not reward shorter samples.
+        per_token_ratio = per_token[0] / per_token[1] if None not in per_token else None
         out[precision] = {**sides, "step_time_ratio": step_ratio, "peak_rss_ratio": rss_ratio,
+                          "per_token_step_time_ratio": per_token_ratio,
+                          "per_token_step_time_met": per_token_ratio is not None
+                          and bool(per_token_ratio <= TARGET_STEP_RATIO),
                           "step_time_target": TARGET_STEP_RATIO, "peak_rss_target": TARGET_RSS_RATIO,
                           "step_time_met": bool(step_ratio <= TARGET_STEP_RATIO),
                           "peak_rss_met": bool(rss_ratio <= TARGET_RSS_RATIO)}
@@ -429,8 +462,52 @@ def format_table(report: dict[str, Any]) -> str:
             f"{s['ours']['median_step_seconds']:.3f} s -> ours/TRL {s['step_time_ratio']:.3f} (target <= "
             f"{s['step_time_target']}: {verdict[s['step_time_met']]}); peak RSS TRL "
             f"{s['trl']['median_peak_rss_gb']:.3f} GB, ours {s['ours']['median_peak_rss_gb']:.3f} GB -> ours/TRL "
-            f"{s['peak_rss_ratio']:.3f} (target <= {s['peak_rss_target']}: {verdict[s['peak_rss_met']]})")
+            f"{s['peak_rss_ratio']:.3f} (target <= {s['peak_rss_target']}: {verdict[s['peak_rss_met']]}); step "
+            f"seconds per 1000 generated tokens TRL {s['trl']['median_seconds_per_1k_tokens']:.2f}, ours "
+            f"{s['ours']['median_seconds_per_1k_tokens']:.2f} -> ours/TRL {s['per_token_step_time_ratio']:.3f} "
+            f"({verdict[s['per_token_step_time_met']]})")
     return "\n".join(lines)
+
+
+def parse_variant(variant: str) -> tuple[str, bool, int]:
+    """``"bf16+gc+lora16"`` -> ``("bf16", True, 16)``.
+
+    Raises:
+        ValueError: an unknown part.
+    """
+    precision, *parts = variant.split("+")
+    if precision not in PRECISIONS:
+        raise ValueError(f"variant {variant!r}: the first part must be one of {PRECISIONS}")
+    checkpointing, lora_r = False, 0
+    for part in parts:
+        if part == "gc":
+            checkpointing = True
+        elif part.startswith("lora") and part[4:].isdigit():
+            lora_r = int(part[4:])
+        else:
+            raise ValueError(f"variant {variant!r}: unknown part {part!r} (use +gc and/or +loraR)")
+    return precision, checkpointing, lora_r
+
+
+def run_variants(args: argparse.Namespace, command: str, model: str | None) -> dict[str, Any]:
+    """Our GRPO once per ``--variants`` entry, each in its own subprocess; medians and ratios to the first."""
+    runs = []
+    for variant in args.variants:
+        precision, checkpointing, lora_r = parse_variant(variant)
+        argv = worker_argv(argparse.Namespace(**{**vars(args), "gradient_checkpointing": checkpointing}),
+                           "ours", precision, model) + ["--lora-r", str(lora_r)]
+        print(f"[variants] {variant} ...", file=sys.stderr, flush=True)
+        runs.append({"variant": variant, **spawn(argv, args.timeout)})
+    first = runs[0]
+    summary = {r["variant"]: {"median_step_seconds": r["median_step_seconds"], "peak_rss_gb": r["peak_rss_gb"],
+                              "median_rollout_seconds": r["median_rollout_seconds"],
+                              "median_train_seconds": r["median_train_seconds"],
+                              "step_ratio_to_first": r["median_step_seconds"] / first["median_step_seconds"],
+                              "rss_ratio_to_first": r["peak_rss_gb"] / first["peak_rss_gb"],
+                              "trainable_parameters": r.get("trainable_parameters"),
+                              "reference_is_copy": r.get("reference_is_copy")} for r in runs}
+    return {"config": {k: v for k, v in vars(args).items() if k not in ("out", "worker", "precision")},
+            "command": command, "runs": runs, "variants": summary, "machine": versions()}
 
 
 def run_parent(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -441,6 +518,8 @@ def run_parent(args: argparse.Namespace, command: str) -> dict[str, Any]:
             from llm_gym.models import build_tiny_model
 
             model = str(build_tiny_model(Path(tmp) / "tiny"))
+        if args.variants:
+            return run_variants(args, command, model)
         runs = []
         for precision in args.precisions:
             for rnd in range(args.rounds):
@@ -470,7 +549,14 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print(RESULT_MARKER + json.dumps(run_worker(args)), flush=True)
         return 0
     report = run_parent(args, command or shlex.join([sys.executable, "scripts/benchmark_trl.py", *raw_argv]))
-    print(format_table(report))
+    if args.variants:
+        for variant, row in report["variants"].items():
+            print(f"{variant:>18}: step {row['median_step_seconds']:.1f} s (x{row['step_ratio_to_first']:.2f}), "
+                  f"rollout {row['median_rollout_seconds']:.1f} s, train {row['median_train_seconds']:.1f} s, "
+                  f"peak RSS {row['peak_rss_gb']:.2f} GB (x{row['rss_ratio_to_first']:.2f}), "
+                  f"trainable {row['trainable_parameters']}")
+    else:
+        print(format_table(report))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

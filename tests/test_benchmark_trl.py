@@ -54,6 +54,8 @@ def test_vs_trl_tiny_reports_both_sides_and_ratios_of_the_medians(tmp_path, caps
     assert s["step_time_target"] == s["peak_rss_target"] == 0.5
     assert s["step_time_met"] == (s["step_time_ratio"] <= 0.5)
     assert s["peak_rss_met"] == (s["peak_rss_ratio"] <= 0.5)
+    per_1k = {side: 1000 * r["step_seconds"][0] / r["tokens"][0] for side, r in (("trl", trl), ("ours", ours))}
+    assert s["per_token_step_time_ratio"] == pytest.approx(per_1k["ours"] / per_1k["trl"])
     assert report["machine"]["trl"] and report["machine"]["torch"] and report["machine"]["cpu_count"]
     printed = capsys.readouterr().out
     assert "ours/TRL" in printed and f"wrote {out}" in printed
@@ -77,3 +79,38 @@ def test_trl_tokenizer_never_adds_a_second_bos(tiny_lm):
 
     fixed = vs_trl.trl_tokenizer(AddsBos(), prompt)
     assert fixed(prompt)["input_ids"] == tok(prompt, add_special_tokens=False)["input_ids"]
+
+
+def test_same_problems_are_the_draws_of_our_grpo(tiny_model_dir):
+    """TRL's dataset order is exactly the problems agents.GRPO draws with the same seed."""
+    import argparse
+
+    import gymnasium as gym
+
+    import llm_gym  # noqa: F401
+    from agents import GRPO
+
+    vs_trl = load_script("benchmark_trl")
+    env = gym.make("LLMMath-v0", model=str(tiny_model_dir), max_new_tokens=8, n_problems=40, device="cpu")
+    algo = GRPO("LLMPolicy", env, n_prompts=3, group_size=2, seed=7, device="cpu")
+    args = argparse.Namespace(seed=7, warmup=1, steps=2, n_prompts=3)
+    expected = [int(k) for _ in range(3) for k in algo._sample_problems()[::2]]
+    assert vs_trl.same_problems(args, 40) == expected
+
+
+def test_variants_tiny_reports_each_switch(tmp_path, capsys):
+    """--variants runs only llm-gym's GRPO, once per switch set, with ratios to the first."""
+    vs_trl = load_script("benchmark_trl")
+    out = tmp_path / "variants.json"
+    assert vs_trl.main(["--tiny", "--steps", "1", "--threads", "1", "--variants", "fp32", "fp32+gc+lora4",
+                        "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["variants"]
+    assert list(rows) == ["fp32", "fp32+gc+lora4"]
+    assert rows["fp32"]["step_ratio_to_first"] == 1.0 and rows["fp32"]["rss_ratio_to_first"] == 1.0
+    full, lora = rows["fp32"]["trainable_parameters"], rows["fp32+gc+lora4"]["trainable_parameters"]
+    assert 0 < lora < full  # only the adapters train
+    assert rows["fp32"]["reference_is_copy"] and not rows["fp32+gc+lora4"]["reference_is_copy"]
+    assert "fp32+gc+lora4" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown part"):
+        vs_trl.parse_variant("bf16+foo")

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from agents.common.precision import autocast_region
+from llm_gym.decoding import sample_responses
+
 
 def evaluate_accuracy(
     model: torch.nn.Module,
@@ -22,8 +25,10 @@ def evaluate_accuracy(
 ) -> dict[str, Any]:
     """Accuracy and mean response length of ``model`` over the first ``n_problems`` problems of ``env``.
 
-    Responses are generated in batches of ``batch_size`` with the KV cache, then every response is
-    stepped through the env, so the score is exactly the env's (``info["accuracy"]`` and the reward).
+    Responses are generated in batches of ``batch_size`` with the KV cache
+    (:func:`llm_gym.decoding.sample_responses`: finished rows leave the batch; greedy equals ``generate``),
+    then every response is stepped through the env, so the score is exactly the env's (``info["accuracy"]``
+    and the reward).
 
     Args:
         model: a Hugging Face causal LM (e.g. ``algo.policy.model`` or ``LanguageModel.load_model()``).
@@ -52,8 +57,11 @@ def evaluate_accuracy(
         obs = [env.reset(options={"problem_id": k})[0] for k in ids]
         prompt_ids = torch.as_tensor(np.stack([o["input_ids"] for o in obs]))
         prompt_mask = torch.as_tensor(np.stack([o["attention_mask"] for o in obs]))
-        gen = base.lm.generate(prompt_ids, prompt_mask, base.max_new_tokens, model=model,
-                               temperature=temperature, do_sample=not deterministic)
+        with autocast_region(model):
+            response_ids = sample_responses(model, prompt_ids, prompt_mask, base.max_new_tokens,
+                                            base.lm.eos_token_id, base.lm.pad_token_id, temperature=temperature,
+                                            do_sample=not deterministic)
+        gen = base.lm.as_generation(response_ids)
         for row, k in enumerate(ids):
             env.reset(options={"problem_id": k})
             _, reward, _, _, info = env.step(gen.response_ids[row].numpy())

@@ -14,6 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
 from agents.common.precision import (
+    autocast_region,
     base_transformer,
     checkpointing,
     enable_gradient_checkpointing,
@@ -106,8 +107,10 @@ class LLMPolicy(BasePolicy):
         """Sample one response per ``(B, L)`` prompt for a rollout: :class:`~llm_gym.decoding.GroupSampler` (each
         group's prompt prefilled once, finished rows leave the batch). Returns a :class:`~llm_gym.lm.Generation`
         with ``(B, T)`` ids."""
-        ids = sample_responses(self.model, input_ids, attention_mask, self.max_new_tokens, self.lm.eos_token_id,
-                               self.lm.pad_token_id, group_size, self.temperature, self.top_p)
+        with autocast_region(self.model):  # low-precision weights cast once for the whole loop
+            ids = sample_responses(self.model, input_ids, attention_mask, self.max_new_tokens,
+                                   self.lm.eos_token_id, self.lm.pad_token_id, group_size, self.temperature,
+                                   self.top_p)
         return self.lm.as_generation(ids)
 
     def obs_to_tensor(self, observation: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -211,7 +214,8 @@ class ReferencePolicy(torch.nn.Module):
     """The frozen initial model, used for the KL penalty (DeepSeekMath eq. 4).
 
     Without LoRA: a copy of the env's model (not the possibly fine-tuned policy), never saved with the
-    algorithm, and only built when ``beta > 0``. With a LoRA policy (``policy_model`` a peft model): no copy;
+    algorithm, and only built when ``beta > 0``; under ``mixed_precision="bf16"`` its weights are stored in
+    bf16 (it is never trained; its log-probs are still float32). With a LoRA policy (``policy_model`` a peft model): no copy;
     the reference is the policy's own base model with the adapters disabled (TRL does the same), which is
     exactly the initial model because the base weights are frozen.
 
@@ -229,9 +233,12 @@ class ReferencePolicy(torch.nn.Module):
         shared = policy_model is not None and hasattr(policy_model, "disable_adapter")
         # A plain attribute (not a submodule): the policy owns, moves and saves the shared model.
         self._shared = (policy_model,) if shared else None
-        self.model = None if shared else enable_mixed_precision(lm.load_model(), mixed_precision)
-        if self.model is not None:
-            self.model.requires_grad_(False)
+        self.model = None
+        if not shared:
+            model = lm.load_model()
+            if mixed_precision == "bf16":  # never trained: bf16 weights halve its memory and skip the casts
+                model = model.to(torch.bfloat16)
+            self.model = enable_mixed_precision(model, mixed_precision).requires_grad_(False)
 
     @torch.no_grad()
     def log_probs(self, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MIXED_PRECISION", "autocast_dtype", "base_transformer", "checkpointing", "enable_gradient_checkpointing",
+__all__ = ["MIXED_PRECISION", "autocast_dtype", "autocast_region", "base_transformer", "checkpointing", "enable_gradient_checkpointing",
            "enable_mixed_precision", "lora_from_dict", "lora_to_dict", "make_grad_scaler", "wrap_lora"]
 
 #: Valid ``mixed_precision`` values (accelerate's names): full float32, bfloat16 or float16 autocast.
@@ -88,6 +88,20 @@ def _autocast_forward(class_forward):
             return self._llm_gym_forward(*args, **kwargs)
 
     return forward
+
+
+def autocast_region(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """An autocast region matching ``model``'s mixed precision (a no-op context for float32 models).
+
+    Open it around a loop of forwards (a sampling loop): autocast caches the low-precision copy of each
+    trainable float32 weight until the outermost region exits, so the weights are cast once per loop instead
+    of once per decode step. The forwards' own (nested) regions then add nothing.
+    """
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = getattr(hf_model, "_llm_gym_autocast", None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
 
 
 def make_grad_scaler(mixed_precision: str, device: torch.device | str) -> torch.amp.GradScaler:

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.common.advantages import informative_groups
 from agents.common.buffers import RolloutSamples
 from agents.common.distributed import all_gather_rows, is_distributed, world_size
+from agents.common.precision import autocast_region
 from llm_gym.decoding import GroupSampler
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
 
@@ -166,8 +167,16 @@ class RolloutCollector:
         response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
         token_rewards = torch.zeros((n, T))  # (n, T)
         active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
-        sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size, self.temperature,
-                               self.top_p, lm.pad_token_id)
+        with autocast_region(self.policy.model):  # low-precision weights cast once per wave
+            sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size, self.temperature,
+                                   self.top_p, lm.pad_token_id)
+            return self._decode_wave(env, callback, sampler, prompt_ids, prompt_mask, response, token_rewards,
+                                     active, final_infos)
+
+    def _decode_wave(self, env, callback, sampler, prompt_ids, prompt_mask, response, token_rewards, active,
+                     final_infos) -> RolloutSamples | None:
+        """The token loop of a wave: sample, step every sub-env, advance the sampler until all have ended."""
+        lm, T = self.lm, response.shape[1]
         for t in range(T):
             tokens = sampler.sample()  # pad for finished rows, as generate does
             _, rewards, dones, infos = env.step(tokens.numpy())
