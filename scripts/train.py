@@ -40,6 +40,7 @@ from agents.common.callbacks import IterationCheckpointCallback
 from agents.common.config import field_docs
 from agents.common.distributed import init_distributed, is_main_process, world_size
 from agents.common.evaluation import evaluate_accuracy
+from agents.common.fsdp import gathered, is_sharded
 from agents.common.precision import lora_to_dict
 from llm_gym import TOKEN_ENV_IDS, make_group_vec_env
 
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole job; returns a process exit code.
 
     Under ``torchrun`` / ``accelerate launch`` every rank trains (data parallel, docs/scaling.md); rank 0 alone
-    evaluates, shows the progress bar, logs and saves.
+    evaluates, shows the progress bar, logs and writes (under ``--fsdp`` every rank takes part in gathering
+    the weights for evaluation and saving).
     """
     args = parse_args(argv)
     main_process = not init_distributed() or is_main_process()
@@ -232,26 +234,34 @@ def main(argv: list[str] | None = None) -> int:
     train_env, eval_env = make_envs(args)
     algo = build_algorithm(args, train_env)
     skip_before = args.no_eval_before or args.resume or not main_process
-    before = None if skip_before else evaluate(algo.policy.model, eval_env, args, "before")
+    with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates (no collectives)
+        before = None if skip_before else evaluate(algo.policy.model, eval_env, args, "before")
     callback = IterationCheckpointCallback(args.save_freq, out / "checkpoints") if args.save_freq else None
     start = time.perf_counter()
     algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callback, tb_log_name=run_name,
                reset_num_timesteps=not args.resume, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start
+    with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates
+        after = evaluate(algo.policy.model, eval_env, args, "after") if main_process else None
+    if main_process or is_sharded(algo.policy):  # FSDP: gathering the weights to save them is collective
+        save_models(algo, out)
     if main_process:
-        save_results(args, argv, algo, out, before, evaluate(algo.policy.model, eval_env, args, "after"),
-                     train_seconds)
+        save_results(args, argv, algo, out, before, after, train_seconds)
     return 0
 
 
-def save_results(args: argparse.Namespace, argv: list[str] | None, algo: LLMAlgorithm, out: Path, before, after,
-                 train_seconds: float) -> None:
-    """Save the checkpoint, the Hugging Face export(s) and ``results.json`` (rank 0)."""
+def save_models(algo: LLMAlgorithm, out: Path) -> None:
+    """The checkpoint and the Hugging Face export(s); rank 0 writes (under FSDP every rank calls it)."""
     out.mkdir(parents=True, exist_ok=True)
     algo.save(out / "model.zip")
     algo.policy.save_pretrained(out / "hf_model", merged=True)  # a plain HF model, LoRA merged in
     if algo.policy.is_peft:
         algo.policy.save_pretrained(out / "hf_adapter")  # the adapter alone (peft.PeftModel.from_pretrained)
+
+
+def save_results(args: argparse.Namespace, argv: list[str] | None, algo: LLMAlgorithm, out: Path, before, after,
+                 train_seconds: float) -> None:
+    """Write ``results.json`` and print the summary (rank 0)."""
     results = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "config": vars(args), "algorithm": type(algo).__name__, "algorithm_config": algo.config.to_dict(),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from agents import ALGORITHMS
 
@@ -199,9 +200,10 @@ def test_train_lora_bf16_exports_adapter_and_merged_model(tiny_model_dir, tmp_pa
         train.main([*argv, "--lora-r", "-1"])
 
 
-def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path):
-    """torchrun --nproc_per_node 2 scripts/train.py: rank 0 saves once, results.json records world_size 2 and the
-    env steps of both ranks."""
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path, sharding):
+    """torchrun --nproc_per_node 2 scripts/train.py (DDP, and --fsdp): rank 0 evaluates and saves once,
+    results.json records world_size 2 and the env steps of both ranks; the FSDP export loads as a plain model."""
     import os
     import subprocess
 
@@ -211,11 +213,20 @@ def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path):
            str(SCRIPTS / "train.py"), "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
            "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "16", "--eval-n", "4",
            "--eval-batch-size", "4", "--tensorboard-log", str(tmp_path / "tb"), "--output-dir", str(tmp_path),
-           "--no-progress-bar", "--verbose", "0", "--run-name", "run"]
+           "--no-progress-bar", "--verbose", "0", "--run-name", "run", *(["--fsdp"] if sharding == "fsdp" else [])]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["world_size"] == 2
     assert results["timesteps"] == 16 and results["optimizer_steps"] == 2  # 2 iterations of 2 ranks x 4 responses
-    assert results["after"]["n"] == 4
+    assert results["before"]["n"] == results["after"]["n"] == 4
+    assert results["algorithm_config"]["fsdp"] is (sharding == "fsdp")
     assert len(list((tmp_path / "tb").iterdir())) == 1  # one TensorBoard run: rank 0 logs
+    from transformers import AutoModelForCausalLM
+
+    from agents import GRPO
+
+    loaded = GRPO.load(tmp_path / "run" / "model.zip", device="cpu")  # full tensors, whichever the sharding
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf_model")
+    ids = torch.randint(3, 50, (2, 7))
+    torch.testing.assert_close(exported(input_ids=ids).logits, loaded.policy.model(input_ids=ids).logits)

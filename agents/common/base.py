@@ -55,6 +55,7 @@ from agents.common.distributed import (
     world_size,
 )
 from agents.common.doctor import make_doctor
+from agents.common.fsdp import fsdp_requested, gathered, is_sharded, shard_module
 from agents.common.guards import NonFiniteError, first_nonfinite, nonfinite_message
 from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
@@ -216,7 +217,12 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
                                               policy_model=self.policy.model).to(self.device)
         self._scaler = make_grad_scaler(self.mixed_precision, self.device)
         self._ddp = None  # the policy wrapped for data parallelism: gradients all-reduced in backward
-        if is_distributed():
+        if is_distributed() and fsdp_requested(self.fsdp):  # sharded: parameters, gradients, optimizer state
+            shard_module(self.policy, forward_methods=("evaluate_actions", "predict_values"))
+            if self.ref_policy is not None and self.ref_policy.model is not None:  # its own copy: sharded too
+                shard_module(self.ref_policy, forward_methods=("log_probs",))
+            self.policy.optimizer = self.policy.make_optimizer(self.lr_schedule)  # over the shards
+        elif is_distributed():
             device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
             self._ddp = DistributedDataParallel(self.policy, device_ids=device_ids, gradient_as_bucket_view=True)
         self.rollout_buffer = GroupRolloutBuffer(self.device)
@@ -308,18 +314,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         kl_in_reward = self.kl_placement == "reward" and self.beta > 0
         need_forward = not self._one_step_per_rollout or has_critic or kl_in_reward
         old, values, ref = [], [], []
-        for mb in micro_batches(s, self.micro_batch_size):
-            if need_forward:
-                if has_critic and not kl_in_reward and self._one_step_per_rollout:
-                    values.append(self.policy.predict_values(mb))  # no LM head needed
-                else:
-                    log_probs, _, mb_values = self.policy.evaluate_actions(mb)  # (B, T) x2
-                    old.append(log_probs)
-                    if mb_values is not None:
-                        values.append(mb_values)
-            if self.ref_policy is not None:
-                ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids,
-                                                     mb.response_mask))
+        shared_ref = self.ref_policy is not None and self.ref_policy.model is None  # LoRA: adapters off
+        with gathered(self.policy) if shared_ref else contextlib.nullcontext():  # FSDP: see fsdp.gathered
+            for mb in micro_batches(s, self.micro_batch_size):
+                self._prepare_forwards(mb, need_forward, has_critic and not kl_in_reward, old, values, ref)
         b_log_probs = unsort(old, order)  # (N, T): pi_old's log-probs, when computed
         buffer.update(old_log_probs=None if self._one_step_per_rollout else b_log_probs,
                       ref_log_probs=unsort(ref, order), values=unsort(values, order))
@@ -330,6 +328,21 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         updates, stats = length_shaping(self.config, buffer.samples, self.action_space_len, self.overlong_buffer)
         buffer.update(**updates)
         self._rollout_stats |= stats
+
+    def _prepare_forwards(self, mb: RolloutSamples, need_forward: bool, values_only: bool, old: list,
+                          values: list, ref: list) -> None:
+        """One micro-batch of :meth:`_prepare_rollout`: appends its old log-probs, values and reference
+        log-probs ``(B, T)`` to the lists."""
+        if need_forward:
+            if values_only and self._one_step_per_rollout:
+                values.append(self.policy.predict_values(mb))  # no LM head needed
+            else:
+                log_probs, _, mb_values = self.policy.evaluate_actions(mb)  # (B, T) x2
+                old.append(log_probs)
+                if mb_values is not None:
+                    values.append(mb_values)
+        if self.ref_policy is not None:
+            ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask))
 
     # ------------------------------------------------------------------ optimisation
     def train(self) -> None:
@@ -409,6 +422,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
             return stats
         self._scaler.unscale_(optimizer)  # no-op unless fp16
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, already reduced over the shards
+            grad_norm = grad_norm.full_tensor()
         if not bool(torch.isfinite(grad_norm)):  # the same on every rank: the gradients are all-reduced
             if self._scaler.is_enabled():  # fp16 overflow: the scaler skips the step and lowers the scale
                 self._scaler.step(optimizer)
@@ -429,9 +444,12 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         micros = list(micro_batches(mb, self.micro_batch_size))
         token_mean = self.loss_aggregation == "token-mean"
         total = all_reduce_sum(mb.response_mask.sum() if token_mean else mb.n_sequences)  # over every rank
-        forward = self.policy if self._ddp is None else self._ddp
+        forward = self.policy.evaluate_actions if self._ddp is None else self._ddp  # FSDP hooks evaluate_actions
+        sharded = is_sharded(self.policy)
         for i, micro in enumerate(micros):
             last = i == len(micros) - 1
+            if sharded:  # FSDP: reduce-scatter the gradients only in the last backward
+                self.policy.set_requires_gradient_sync(last)
             with contextlib.nullcontext() if self._ddp is None or last else self._ddp.no_sync():
                 log_probs, entropy, values = forward(micro)  # evaluate_actions
                 old = log_probs.detach() if micro.old_log_probs is None else micro.old_log_probs
@@ -547,6 +565,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """
         if exclude or include:
             raise TypeError("llm-gym checkpoints always hold the whole state (exact resume); drop exclude/include.")
+        state = algorithm_state(self)  # under FSDP every rank takes part in gathering the full tensors
         if not is_main_process():  # data parallel: the weights are the same on every rank; rank 0 writes
             return
         target = Path(path)
@@ -556,7 +575,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)  # a stale file from a killed save
         try:
-            write_checkpoint(tmp, *algorithm_state(self))
+            write_checkpoint(tmp, *state)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.utils import check_for_correct_spaces
 
+from agents.common.fsdp import full_state, is_sharded, load_full_state
 from agents.common.precision import lora_from_dict, lora_to_dict
 
 __all__ = ["FORMAT", "PickledCheckpointError", "capture_rng", "describe_space", "read_checkpoint", "restore_rng",
@@ -191,15 +192,22 @@ def algorithm_state(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "peft_config": lora_to_dict(getattr(model, "peft_config", None)),
         "grad_scaler": model._scaler.state_dict() if model._scaler.is_enabled() else None,
     }
-    tensors = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
+    if is_sharded(model.policy):  # FSDP: gathered to full tensors (every rank takes part)
+        policy_state, optimizer_state = full_state(model.policy, model.policy.optimizer)
+    else:
+        policy_state, optimizer_state = model.policy.state_dict(), model.policy.optimizer.state_dict()
+    tensors = {"policy": policy_state, "optimizer": optimizer_state,
                "torch_rng": {"cpu": rng["torch"], "cuda": rng["cuda"]}}
     return meta, tensors
 
 
 def restore_state(model: Any, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
     """Load weights, optimizer state, counters, the problem sampler and the global RNGs into a built ``model``."""
-    model.policy.load_state_dict(tensors["policy"])
-    model.policy.optimizer.load_state_dict(tensors["optimizer"])
+    if is_sharded(model.policy):  # FSDP: each rank keeps its shards of the full tensors
+        load_full_state(model.policy, model.policy.optimizer, tensors["policy"], tensors["optimizer"])
+    else:
+        model.policy.load_state_dict(tensors["policy"])
+        model.policy.optimizer.load_state_dict(tensors["optimizer"])
     for name, value in meta["state"].items():
         setattr(model, name, value)
     model._problem_rng = np.random.default_rng()

@@ -83,6 +83,10 @@ class AlgorithmConfig:
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass (transformers' gradient
     checkpointing): less activation memory for about one more forward of compute."""
+    fsdp: bool = False
+    """Under torchrun / accelerate with several processes: shard parameters, gradients and optimizer state
+    over the ranks (torch FSDP2, one unit per decoder layer) instead of replicating the model (DDP). Also
+    switched on by ``accelerate launch --use_fsdp``. Ignored in a single process. See docs/scaling.md."""
     # ------------------------------------------------------------------ advantage (gradient coefficient)
     advantage_estimator: str = "grpo"
     """How advantages are computed: "grpo" (group-normalised, DeepSeekMath 4.1.2), "rloo" (leave-one-out

@@ -13,6 +13,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
+from agents.common.fsdp import full_model_state, is_sharded
 from agents.common.precision import (
     autocast_region,
     base_transformer,
@@ -192,13 +193,16 @@ class LLMPolicy(BasePolicy):
         ``adapter_model.safetensors``, loadable with ``peft.PeftModel.from_pretrained`` on the base model), or
         with ``merged=True`` a plain model with the adapters merged into the weights (built on a copy, so the
         policy keeps its adapters; the copy costs one model of memory). The folder is written beside the
-        target and renamed into place, so an interrupted export never leaves a half-written model.
+        target and renamed into place, so an interrupted export never leaves a half-written model. Under FSDP
+        every rank must call it (the weights are gathered); rank 0 writes.
         """
         target = Path(save_directory)
+        model = self._export_model(merged)
+        if model is None:  # FSDP, ranks other than 0
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            model = copy.deepcopy(self.model).merge_and_unload() if merged and self.is_peft else self.model
             model.save_pretrained(tmp, safe_serialization=True)
             self.lm.tokenizer.save_pretrained(tmp)
             if target.exists():
@@ -208,6 +212,21 @@ class LLMPolicy(BasePolicy):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return target
+
+    def _export_model(self, merged: bool) -> torch.nn.Module | None:
+        """The model :meth:`save_pretrained` writes: the policy's own, or a merged copy. A sharded (FSDP) policy
+        cannot be deep-copied or saved as is: its full weights are gathered to rank 0 and loaded into a fresh
+        copy of the env's model (None on the other ranks)."""
+        if not is_sharded(self):
+            return copy.deepcopy(self.model).merge_and_unload() if merged and self.is_peft else self.model
+        state = full_model_state(self)
+        if not state:
+            return None
+        model = self.lm.load_model()
+        if self.is_peft:
+            model = wrap_lora(model, self.peft_config)
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        return model.merge_and_unload() if merged and self.is_peft else model
 
 
 class ReferencePolicy(torch.nn.Module):

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.common.advantages import informative_groups
 from agents.common.buffers import RolloutSamples
 from agents.common.distributed import all_gather_rows, is_distributed, world_size
+from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
 from llm_gym.decoding import GroupSampler
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
@@ -126,7 +127,8 @@ class RolloutCollector:
             prompts, length = env.get_attr("prompts", [0])[0], env.get_attr("max_prompt_length", [0])[0]
             b_prompt_ids, b_prompt_mask = self.lm.encode_prompts([prompts[k] for k in problem_ids], length)  # (N, L)
         start = time.perf_counter()
-        gen = self.policy.sample_rollout(b_prompt_ids, b_prompt_mask, self.group_size)
+        with gathered(self.policy):  # FSDP: whole weights while ranks sample different lengths
+            gen = self.policy.sample_rollout(b_prompt_ids, b_prompt_mask, self.group_size)
         gen_seconds = time.perf_counter() - start
         b_response_ids = gen.response_ids.numpy()  # (N, T)
         prime_sequence_rollout(env, problem_ids, b_response_ids)
@@ -167,7 +169,7 @@ class RolloutCollector:
         response = torch.full((n, T), lm.pad_token_id, dtype=torch.long)  # (n, T)
         token_rewards = torch.zeros((n, T))  # (n, T)
         active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
-        with autocast_region(self.policy.model):  # low-precision weights cast once per wave
+        with gathered(self.policy), autocast_region(self.policy.model):  # (FSDP: whole weights) cast once
             sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size, self.temperature,
                                    self.top_p, lm.pad_token_id)
             return self._decode_wave(env, callback, sampler, prompt_ids, prompt_mask, response, token_rewards,

@@ -8,6 +8,8 @@ Usage: ``torchrun --standalone --nproc_per_node 2 ddp_worker.py MODEL_DIR OUT_DI
 * ``fixed:ALGO``: one ``train()`` on this rank's half of a fixed batch (:func:`fixed_batch`); writes
   ``fixed_ALGO_rank{r}.pt`` with the weights. The test compares them with one single-process ``train()`` on
   the whole batch (:func:`fixed_kwargs` and :func:`train_on`, as here).
+* ``fixed_fsdp:ALGO``, ``learn_fsdp:ALGO``, ``learn_fsdp_lora:ALGO``: the same with ``fsdp=True``
+  (:func:`run_fsdp_job`).
 """
 
 from __future__ import annotations
@@ -75,11 +77,54 @@ def fixed_kwargs(algo: str) -> dict:
     return kwargs
 
 
+def full_params(model) -> list[torch.Tensor]:
+    """The policy's parameters as full tensors, in ``named_parameters`` order (gathered to rank 0 under FSDP:
+    the other ranks get an empty list)."""
+    from agents.common.fsdp import full_state, is_sharded
+
+    if not is_sharded(model.policy):
+        return [p.detach().clone() for p in model.policy.parameters()]
+    state, _ = full_state(model.policy, model.policy.optimizer)
+    return [state[name] for name, _ in model.policy.named_parameters()] if state else []
+
+
+def run_fsdp_job(mode: str, algo: str, model_dir: str, out: Path) -> dict:
+    """``fixed_fsdp``, ``learn_fsdp`` and ``learn_fsdp_lora``: the FSDP counterparts of the jobs above. The
+    ``learn`` jobs also save a checkpoint (every rank takes part; rank 0 writes) and record each rank's shard
+    sizes, and the LoRA job exports the merged model."""
+    import peft
+
+    from agents.common.distributed import rank, world_size
+    from agents.common.fsdp import is_sharded
+
+    if mode == "fixed_fsdp":
+        model = build(algo, model_dir, fsdp=True, **fixed_kwargs(algo))
+        batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
+        n = model.rollout_size
+        train_on(model, batch.take(torch.arange(rank() * n, (rank() + 1) * n).numpy()))
+        return {"params": full_params(model)}
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]) if mode == "learn_fsdp_lora" else None
+    model = build(algo, model_dir, fsdp=True, peft_config=lora, beta=0.04)
+    initial = full_params(model)
+    model.learn(2 * model.rollout_size * world_size())
+    model.save(out / f"{mode}_{algo}.zip")
+    torch.distributed.barrier()  # rank 0 has written it
+    resumed = type(model).load(out / f"{mode}_{algo}.zip", env=model.env, device="cpu")  # sharded again
+    local = sum(p.to_local().numel() for p in model.policy.parameters())
+    if lora is not None:  # every rank calls it; rank 0 writes
+        model.policy.save_pretrained(out / f"{mode}_{algo}_hf", merged=True)
+    return {"params": full_params(model), "initial_params": initial, "resumed_params": full_params(resumed),
+            "resumed_sharded": is_sharded(resumed.policy), "local_numel": local, "n_updates": model._n_updates,
+            "total_numel": sum(p.numel() for p in model.policy.parameters())}
+
+
 def run_job(mode: str, algo: str, model_dir: str, out: Path) -> None:
     """One job (module docstring); writes its file for this rank."""
     from agents.common.distributed import rank, world_size
 
-    if mode == "learn":
+    if "fsdp" in mode:
+        result = run_fsdp_job(mode, algo, model_dir, out)
+    elif mode == "learn":
         model = build(algo, model_dir)
         model.learn(2 * model.rollout_size * world_size())
         s = model.rollout_buffer.samples

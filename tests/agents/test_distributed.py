@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import peft
 import pytest
 import torch
 
@@ -107,3 +108,75 @@ def test_micro_batch_weight_uses_the_total_over_ranks():
     assert micro_batch_weight(micro, local, "token-mean", world_size=2, minibatch_total=10) == pytest.approx(0.6)
     assert micro_batch_weight(micro, local, "seq-mean-token-mean", world_size=2, minibatch_total=6) == pytest.approx(
         2 / 6 * 2)
+
+
+FSDP_JOBS = ("fixed_fsdp:grpo", "fixed_fsdp:ppo", "learn_fsdp:grpo", "learn_fsdp_lora:grpo")
+
+
+@pytest.fixture(scope="module")
+def fsdp_results(tiny_model_dir, tmp_path_factory):
+    """The FSDP jobs in one 2-process torchrun launch; ``(out_dir, {(mode, algo): (rank0, rank1)})``."""
+    out = tmp_path_factory.mktemp("fsdp")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(HERE / "ddp_worker.py"), str(tiny_model_dir), str(out), *FSDP_JOBS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, {tuple(job.split(":")): tuple(torch.load(out / f"{job.replace(':', '_')}_rank{r}.pt")
+                                              for r in (0, 1)) for job in FSDP_JOBS}
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_fsdp_update_equals_single_process_update_on_the_union(fsdp_results, tiny_model_dir, algo):
+    model = build(algo, str(tiny_model_dir), **fixed_kwargs(algo))
+    initial = [p.detach().clone() for p in model.policy.parameters()]
+    batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
+    model.n_prompts *= 2
+    train_on(model, batch)
+    single = torch.cat([(p.detach() - i).flatten() for p, i in zip(model.policy.parameters(), initial, strict=True)])
+    r0, r1 = fsdp_results[1]["fixed_fsdp", algo]
+    fsdp = torch.cat([(p - i).flatten() for p, i in zip(r0["params"], initial, strict=True)])
+    assert single.norm() > 1e-4
+    torch.testing.assert_close(fsdp, single, rtol=1e-5, atol=1e-7)
+    assert r1["params"] == []  # gathered to rank 0 only
+
+
+@pytest.mark.parametrize("mode", ["learn_fsdp", "learn_fsdp_lora"])
+def test_fsdp_shards_parameters_and_its_checkpoint_loads_in_one_process(fsdp_results, tiny_model_dir, mode):
+    from agents import GRPO
+    from llm_gym.envs.sequence import SequenceEnv
+
+    out, results = fsdp_results
+    r0, r1 = results[mode, "grpo"]
+    assert r0["n_updates"] >= 2
+    # Each rank holds about half of every parameter (FSDP shards dim 0), together exactly all of them.
+    assert r0["local_numel"] + r1["local_numel"] == r0["total_numel"]
+    assert max(r0["local_numel"], r1["local_numel"]) < 0.55 * r0["total_numel"]
+    assert r0["resumed_sharded"]  # loaded back under FSDP: the same full weights
+    assert all(torch.equal(a, b) for a, b in zip(r0["params"], r0["resumed_params"], strict=True))
+    env = SequenceEnv(model=str(tiny_model_dir), max_new_tokens=8, n_problems=40, device="cpu",
+                      max_prompt_length=96)
+    loaded = GRPO.load(out / f"{mode}_grpo.zip", env=env, device="cpu")
+    assert loaded._n_updates == r0["n_updates"]
+    for a, b in zip(loaded.policy.parameters(), r0["params"], strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
+    # Rank 0's initial weights (FSDP broadcasts them; rank 1 drew another LoRA init) moved; with LoRA only
+    # the adapters did.
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"]) if mode == "learn_fsdp_lora" else None
+    fresh = build("grpo", str(tiny_model_dir), peft_config=lora).policy
+    for a, b in zip(r0["initial_params"], fresh.parameters(), strict=True):  # rank 0's initialisation
+        assert torch.equal(a, b.detach())
+    initial = fresh.model.state_dict()
+    current = loaded.policy.model.state_dict()
+    assert current.keys() == initial.keys()
+    moved = [k for k, v in current.items() if not torch.equal(v, initial[k])]
+    assert moved
+    if mode == "learn_fsdp_lora":
+        from transformers import AutoModelForCausalLM
+
+        assert all("lora" in k for k in moved)  # only the adapters trained
+        merged = AutoModelForCausalLM.from_pretrained(out / f"{mode}_grpo_hf")
+        ids = torch.randint(3, 50, (2, 7))
+        torch.testing.assert_close(merged(input_ids=ids).logits, loaded.policy.model(input_ids=ids).logits,
+                                   rtol=1e-4, atol=1e-4)
