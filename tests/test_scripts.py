@@ -60,6 +60,25 @@ def test_benchmark_writes_consistent_json(tiny_model_dir, tmp_path, capsys):
     assert "ratio env/bare" in capsys.readouterr().out
 
 
+def test_benchmark_levers_times_both_orders_and_restores_the_engine(tiny_model_dir, tmp_path, capsys):
+    import agents.common.base as base
+    from agents.common.buffers import length_grouped_order
+
+    bench = load_script("benchmark")
+    out = tmp_path / "levers.json"
+    code = bench.main(["--levers", "--model", str(tiny_model_dir), "--device", "cpu", "--repeats", "2",
+                       "--n-prompts", "2", "--group-size", "4", "--max-new-tokens", "8", "--n-problems", "20",
+                       "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert len(report["seconds"]["grouped"]) == len(report["seconds"]["rollout_order"]) == 2
+    assert report["ratio_grouped_to_rollout_order"] == pytest.approx(
+        report["median"]["grouped"] / report["median"]["rollout_order"])
+    assert len(report["response_lengths"]) == 8
+    assert base.length_grouped_order is length_grouped_order  # the patched order is undone
+    assert "grouped / rollout order" in capsys.readouterr().out
+
+
 def test_evaluate_model_folder(tiny_model_dir, tmp_path):
     evaluate = load_script("evaluate")
     out = tmp_path / "results.json"
@@ -200,27 +219,32 @@ def test_train_lora_bf16_exports_adapter_and_merged_model(tiny_model_dir, tmp_pa
         train.main([*argv, "--lora-r", "-1"])
 
 
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
-def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path, sharding):
-    """torchrun --nproc_per_node 2 scripts/train.py (DDP, and --fsdp): rank 0 evaluates and saves once,
-    results.json records world_size 2 and the env steps of both ranks; the FSDP export loads as a plain model."""
+@pytest.mark.parametrize("sharding,launcher", [("ddp", "torchrun"), ("fsdp", "torchrun"), ("fsdp", "accelerate")])
+def test_train_under_torchrun_two_processes(tiny_model_dir, tmp_path, sharding, launcher):
+    """torchrun --nproc_per_node 2 scripts/train.py (DDP, and --fsdp) and accelerate launch --use_fsdp: rank 0
+    evaluates and saves once, results.json records world_size 2 and the env steps of both ranks; the FSDP
+    export loads as a plain model."""
     import os
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(SCRIPTS.parent), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPTS / "train.py"), "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+              if launcher == "torchrun" else
+              [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--num_processes", "2",
+               "--main_process_port", "0"])
+    sharding_flag = ["--fsdp"] if sharding == "fsdp" and launcher == "torchrun" else []  # accelerate: its env var
+    cmd = [*launch, str(SCRIPTS / "train.py"), "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
            "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "16", "--eval-n", "4",
            "--eval-batch-size", "4", "--tensorboard-log", str(tmp_path / "tb"), "--output-dir", str(tmp_path),
-           "--no-progress-bar", "--verbose", "0", "--run-name", "run", *(["--fsdp"] if sharding == "fsdp" else [])]
+           "--no-progress-bar", "--verbose", "0", "--run-name", "run", "--mixed-precision", "no", *sharding_flag]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["world_size"] == 2
     assert results["timesteps"] == 16 and results["optimizer_steps"] == 2  # 2 iterations of 2 ranks x 4 responses
     assert results["before"]["n"] == results["after"]["n"] == 4
-    assert results["algorithm_config"]["fsdp"] is (sharding == "fsdp")
+    assert results["algorithm_config"]["fsdp"] is bool(sharding_flag) and results["data_parallel"] == sharding
     assert len(list((tmp_path / "tb").iterdir())) == 1  # one TensorBoard run: rank 0 logs
     from transformers import AutoModelForCausalLM
 

@@ -26,8 +26,9 @@ import numpy as np
 from llm_gym.lm import LanguageModel, get_language_model
 from llm_gym.rewards import CombinedReward, boxed_format_reward, math_answer_reward
 from llm_gym.rewards.process import ProcessRewardFunction, call_process_reward_fn, split_steps
-from llm_gym.tasks import Problem, as_problems, get_problems, load_jsonl
+from llm_gym.tasks import Problem, get_problems, load_problem_source
 from llm_gym.tasks.arithmetic import LEVELS
+from llm_gym.tasks.sources import check_columns
 from llm_gym.validation import check_int, check_real
 
 DEFAULT_PROMPT_TEMPLATE = "{question}\nPut your final answer within \\boxed{{}}."
@@ -51,9 +52,10 @@ class LLMEnvBase(gym.Env):
 
     Raises:
         ValueError: a numeric argument of the wrong type or out of range (:meth:`_check_arguments`), a bad
-            ``prompt_template``, an empty dataset, duplicate problem ids, or a prompt that does not fit in the
-            context with ``max_new_tokens``.
-        TypeError: ``dataset`` is not a list of problems / dicts nor a path.
+            ``prompt_template``, a column argument that is not a non-empty string, a column missing from the
+            dataset, an empty dataset, duplicate problem ids, or a prompt that does not fit in the context with
+            ``max_new_tokens``.
+        TypeError: ``dataset`` is not a list of problems / dicts, a Hugging Face dataset nor a path.
     """
 
     metadata = {"render_modes": ["ansi"]}
@@ -62,7 +64,7 @@ class LLMEnvBase(gym.Env):
         self,
         model: str | os.PathLike | LanguageModel | None = None,
         task: str = "arithmetic",
-        dataset: Sequence[Problem] | str | None = None,
+        dataset: Sequence[Problem | Mapping[str, Any]] | str | os.PathLike | Any | None = None,
         split: str = "train",
         difficulty: int | Sequence[int] = 1,
         n_problems: int | None = None,
@@ -79,16 +81,23 @@ class LLMEnvBase(gym.Env):
         seed: int = 0,
         device: str = "auto",
         render_mode: str | None = None,
+        question_column: str = "question",
+        answer_column: str = "answer",
+        id_column: str | None = None,
     ):
         # Every cheap check first, so a typo fails before the model loads.
         (max_new_tokens, max_prompt_length, n_problems, format_weight, reward_timeout, difficulty,
          seed) = self._check_arguments(max_new_tokens, max_prompt_length, n_problems, format_weight,
                                        reward_timeout, difficulty, seed, chat_template, render_mode)
         prompt_template = check_prompt_template(prompt_template)
+        check_columns(question_column, answer_column, id_column)
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise TypeError(f"system_prompt must be a string or None, got {type(system_prompt).__name__}.")
+        # The problems before the model, so a missing column fails fast too.
+        self.problems = load_problems(task, dataset, split, n_problems, seed, difficulty,
+                                      question_column=question_column, answer_column=answer_column,
+                                      id_column=id_column)
         self.lm = get_language_model(model, device=device)
-        self.problems = load_problems(task, dataset, split, n_problems, seed, difficulty)
         self.split, self.task = split, task if dataset is None else "custom"
         self.max_new_tokens = max_new_tokens
         self.render_mode = render_mode
@@ -509,34 +518,43 @@ def problem_fields(problems: Sequence[Problem]) -> dict[str, list]:
     return {"problem_ids": [p.id for p in problems], "solutions": [p.solution for p in problems]}
 
 
-def load_problems(task: str, dataset: Sequence[Problem | Mapping[str, Any]] | str | os.PathLike | None,
-                  split: str, n: int | None, seed: int, difficulty: int | Sequence[int]) -> list[Problem]:
+def load_problems(task: str, dataset: Sequence[Problem | Mapping[str, Any]] | str | os.PathLike | Any | None,
+                  split: str, n: int | None, seed: int, difficulty: int | Sequence[int], *,
+                  question_column: str = "question", answer_column: str = "answer",
+                  id_column: str | None = None) -> list[Problem]:
     """The env's problems: ``dataset`` if given, else ``get_problems(task...)``.
 
     Args:
         task: The task name or ``.jsonl`` path (used when ``dataset`` is None).
-        dataset: None, a ``.jsonl`` path, or a list of :class:`Problem` and/or dicts with ``"question"`` and
-            ``"answer"`` keys (optional ``"id"``, ``"solution"``), converted by :func:`~llm_gym.tasks.as_problems`.
-        split: ``get_problems``' split.
+        dataset: None; a path of a ``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file; a Hugging Face
+            ``datasets.Dataset``, or a ``DatasetDict`` of which the split ``split`` is used; or a list of
+            :class:`Problem` and/or dicts. All go through :func:`~llm_gym.tasks.load_problem_source`.
+        split: ``get_problems``' split, and the split taken from a ``DatasetDict``.
         n: ``get_problems``' ``n``.
         seed: ``get_problems``' seed.
         difficulty: ``get_problems``' difficulty.
+        question_column: The column (dict key) of the question text, in ``dataset`` or a ``.jsonl`` task.
+        answer_column: The column of the answer (strings or numbers).
+        id_column: The column of the problem ids; None = the optional ``"id"`` column.
 
     Returns:
         The problems.
 
     Raises:
-        ValueError: the result is empty, two problems share an id, or a dict is not a valid problem.
-        TypeError: ``dataset`` is not a list of problems or dicts (the message says what to pass).
+        ValueError: the result is empty, two problems share an id, a column is missing (the message names it,
+            the columns present and the argument to set), a ``DatasetDict`` has no split ``split``, a row is
+            not a valid problem, or a file cannot be read.
+        TypeError: ``dataset`` is not a list of problems or dicts, a dataset nor a path (the message says what
+            to pass).
+        FileNotFoundError: a ``dataset`` path that does not exist.
     """
+    columns = {"question_column": question_column, "answer_column": answer_column, "id_column": id_column}
     if dataset is None:
-        problems = get_problems(task, split=split, n=n, seed=seed, difficulty=difficulty)
-    elif isinstance(dataset, (str, os.PathLike)):
-        problems = load_jsonl(dataset)
+        problems = get_problems(task, split=split, n=n, seed=seed, difficulty=difficulty, **columns)
     else:
-        problems = as_problems(dataset)
+        problems = load_problem_source(dataset, split=split, **columns)
     if not problems:
-        raise ValueError("The dataset is empty: pass at least one Problem (or a non-empty .jsonl file).")
+        raise ValueError("The dataset is empty: pass at least one Problem (or a non-empty file or dataset).")
     return problems
 
 

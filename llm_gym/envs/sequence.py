@@ -57,10 +57,16 @@ class SequenceEnv(LLMEnvBase):
         model: model name/path or a :class:`~llm_gym.lm.LanguageModel` (its tokenizer, vocabulary and
             context length define the spaces). None = SmolLM2-135M-Instruct.
         task: ``"arithmetic"``, ``"gsm8k"``, ``"gsm_symbolic"`` or a ``.jsonl`` path.
-        dataset: explicit problems, overriding ``task``: a list of :class:`~llm_gym.tasks.Problem`, a list of
-            dicts with ``"question"`` and ``"answer"`` keys (optional ``"id"``, ``"solution"``; e.g. the rows of a
-            Hugging Face dataset), or a ``.jsonl`` path. Ids must be unique.
-        split: ``"train"`` or ``"test"`` (disjoint; GSM8K originals are test only).
+        dataset: your own problems, overriding ``task`` (see :func:`~llm_gym.tasks.load_problem_source`): a
+            Hugging Face ``datasets.Dataset``; a ``datasets.DatasetDict``, of which the split ``split`` is used
+            (``ValueError`` listing its splits if it has none of that name); the path of a ``.jsonl`` file
+            (read line by line, ids ``"<stem>/<line>"``) or of a ``.json``, ``.parquet`` or ``.csv`` file (read
+            with ``datasets.load_dataset``, ids ``"<stem>/<row index>"``); a list of dicts (ids
+            ``"dataset/<index>"``); or a list of :class:`~llm_gym.tasks.Problem`. Rows need a question and an
+            answer column (see ``question_column``, ``answer_column``); optional ``"id"``, ``"solution"``,
+            ``"difficulty"``. Ids must be unique.
+        split: ``"train"`` or ``"test"`` (disjoint; GSM8K originals are test only); with a ``DatasetDict``
+            ``dataset``, the name of its split to use (any name).
         difficulty: arithmetic level(s), 1 = ``a + b`` with a, b <= 20.
         n_problems: how many problems to draw, an integer >= 1 (None = the task's default).
         max_new_tokens: response budget ``T`` in tokens, an integer >= 1.
@@ -81,15 +87,25 @@ class SequenceEnv(LLMEnvBase):
         chat_template: wrap the prompt in the model's chat template.
         seed: dataset seed (problem generation), an integer.
         device: for the model handle.
+        question_column: the column (dict key) of the question text in ``dataset`` (or a ``.jsonl`` ``task``).
+        answer_column: the column of the answer: strings (``"steps\n#### 42"`` splits into solution and
+            answer) or numbers.
+        id_column: the column of the problem ids (required in every row); None = the ``"id"`` column when
+            present, else the default ids above.
 
     Raises:
         ValueError: a numeric argument of the wrong type or out of range (``max_new_tokens``,
             ``max_prompt_length``, ``n_problems``, ``format_weight``, ``reward_timeout``, ``difficulty``,
             ``seed``; the message names the argument and its range), a ``prompt_template`` without
-            ``{question}`` or with unbalanced braces, an empty dataset, duplicate problem ids, a prompt that
-            does not fit in the context with ``max_new_tokens``, an empty ``step_delimiter``, or
+            ``{question}`` or with unbalanced braces, a column argument that is not a non-empty string, a
+            column missing from ``dataset`` (the message names it, the columns that exist and the argument to
+            set), a ``DatasetDict`` without the split ``split``, an unsupported file suffix or unreadable file,
+            an empty dataset, duplicate problem ids, a prompt that does not fit in the context with
+            ``max_new_tokens``, an empty ``step_delimiter``, or
             ``reward_timeout`` with a ready-made ``CombinedReward`` (give it its own ``timeout``).
-        TypeError: ``process_reward_fn`` not callable, or ``dataset`` not a list of problems / dicts or a path.
+        TypeError: ``process_reward_fn`` not callable, or ``dataset`` not a list of problems / dicts, a Hugging
+            Face dataset or a path.
+        FileNotFoundError: a ``dataset`` path that does not exist.
     """
 
     def _make_spaces(self) -> tuple[spaces.Dict, spaces.Box]:

@@ -1,12 +1,15 @@
-"""Problem sets for RL on language models: arithmetic curriculum, GSM8K, GSM-Symbolic, JSONL files.
+"""Problem sets for RL on language models: arithmetic curriculum, GSM8K, GSM-Symbolic, your own data.
 
 Every task returns a list of :class:`Problem` (question, canonical final answer, optional worked
-solution). Use :func:`get_problems` to pick one by name::
+solution). Use :func:`get_problems` to pick one by name, and :func:`load_problem_source` for your own
+data (a Hugging Face dataset, a ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` file or a list of dicts,
+with a column mapping)::
 
-    from llm_gym.tasks import get_problems
+    from llm_gym.tasks import get_problems, load_problem_source
 
     train = get_problems("arithmetic", split="train", difficulty=[1, 2])
     test = get_problems("gsm8k", split="test")
+    mine = load_problem_source("mine.parquet", question_column="prompt", answer_column="target")
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from llm_gym.tasks.arithmetic import arithmetic_problems, split_capacity
 from llm_gym.tasks.gsm import gsm8k_problems, gsm_symbolic_problems
 from llm_gym.tasks.jsonl import load_jsonl
 from llm_gym.tasks.problem import Problem, as_problems, normalize_answer, problem_from_dict, split_solution
+from llm_gym.tasks.sources import hf_problems, load_problem_file, load_problem_source
 
 __all__ = [
     "TASKS",
@@ -27,7 +31,10 @@ __all__ = [
     "get_problems",
     "gsm8k_problems",
     "gsm_symbolic_problems",
+    "hf_problems",
     "load_jsonl",
+    "load_problem_file",
+    "load_problem_source",
     "normalize_answer",
     "problem_from_dict",
     "split_solution",
@@ -52,6 +59,10 @@ def get_problems(
     n: int | None = None,
     seed: int = 0,
     difficulty: int | Iterable[int] = 1,
+    *,
+    question_column: str = "question",
+    answer_column: str = "answer",
+    id_column: str | None = None,
 ) -> list[Problem]:
     """Return the problems of a task by name.
 
@@ -65,6 +76,9 @@ def get_problems(
             gsm8k and jsonl: all problems. For gsm8k and jsonl, ``n`` takes the first ``n``.
         seed: Random seed (arithmetic and gsm_symbolic).
         difficulty: Arithmetic level 1-4 or a list of levels (ignored by the other tasks).
+        question_column: For a ``.jsonl`` task, the key of the question text.
+        answer_column: For a ``.jsonl`` task, the key of the answer.
+        id_column: For a ``.jsonl`` task, the key of the problem id (None: the optional ``"id"`` key).
 
     Returns:
         A non-empty list of problems.
@@ -86,7 +100,8 @@ def get_problems(
         raise ValueError(f"task must be a string, got {task!r}")
 
     if task_str.endswith(".jsonl"):
-        problems = load_jsonl(task_str)
+        problems = load_problem_file(task_str, question_column=question_column, answer_column=answer_column,
+                                     id_column=id_column)
         if n is not None:
             problems = _first_n(problems, n, task_str)
     elif split not in ("train", "test"):

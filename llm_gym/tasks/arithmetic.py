@@ -185,13 +185,14 @@ def _random_tree(level: int, rng: random.Random) -> _Node:
     return _Node(o1, a, _Node(o3, _Node(o2, b, c), d))
 
 
-def _make_problem(expression: str, value: int, steps: Sequence[str], level: int, split: str) -> Problem:
+def _make_problem(expression: str, value: int, steps: Sequence[str], level: int, split: str,
+                  source: str = "arithmetic") -> Problem:
     return Problem(
-        id=f"arithmetic/L{level}/{split}/{_hash_hex(expression)[:10]}",
+        id=f"{source}/L{level}/{split}/{_hash_hex(expression)[:10]}",
         question=f"What is {expression}?",
         answer=str(value),
         solution="\n".join(steps),
-        source="arithmetic",
+        source=source,
         difficulty=level,
     )
 

@@ -16,6 +16,9 @@ def load_jsonl(
     path: str | os.PathLike[str],
     question_key: str = "question",
     answer_key: str = "answer",
+    id_key: str | None = None,
+    *,
+    arg_names: tuple[str, str, str] = ("question_key", "answer_key", "id_key"),
 ) -> list[Problem]:
     """Load problems from a ``.jsonl`` file.
 
@@ -29,15 +32,19 @@ def load_jsonl(
         path: The file to read (UTF-8; a byte order mark is allowed).
         question_key: Key of the question text.
         answer_key: Key of the answer.
+        id_key: Key of the problem id, then required on every line. None: the optional ``"id"`` key.
+        arg_names: The caller's argument names for the three keys, named in the missing-key message
+            (the envs pass ``("question_column", "answer_column", "id_column")``).
 
     Returns:
         The problems in file order, with ``source`` set to the file name.
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: On bytes that are not UTF-8, invalid JSON, a line that is not an object, a missing or
-            empty question or answer, a NaN or infinite answer, a duplicate id (the message names the file
-            and line number), or a file with no problems.
+        ValueError: On bytes that are not UTF-8, invalid JSON, a line that is not an object, a missing key
+            (the message lists the line's keys and names the argument to set), an empty question or answer,
+            a NaN or infinite answer, a duplicate id (the message names the file and line number), or a file
+            with no problems.
 
     Example:
         >>> import json, tempfile
@@ -58,7 +65,8 @@ def load_jsonl(
         where = f"{path}, line {lineno}"
         record = _parse_line(line, where)
         problem = problem_from_dict(record, default_id=f"{path.stem}/{lineno}", source=path.name,
-                                    question_key=question_key, answer_key=answer_key, where=where)
+                                    question_key=question_key, answer_key=answer_key, id_key=id_key, where=where,
+                                    arg_names=arg_names)
         if problem.id in ids:
             raise ValueError(f"{where}: duplicate id {problem.id!r} (first used on line {ids[problem.id]})")
         ids[problem.id] = lineno

@@ -140,43 +140,79 @@ def problem_from_dict(
     source: str = "",
     question_key: str = "question",
     answer_key: str = "answer",
+    id_key: str | None = None,
     where: str = "",
+    arg_names: tuple[str, str, str] = ("question_key", "answer_key", "id_key"),
 ) -> Problem:
     """Build a :class:`Problem` from a mapping such as one line of a ``.jsonl`` file.
 
     The answer may be a number or a string; a GSM8K-style answer ``"steps ...\\n#### 42"`` is split into
     ``solution`` and ``answer`` (:func:`split_solution`), other answers are normalised with
-    :func:`normalize_answer`. Optional keys: ``"id"`` (default ``default_id``), ``"solution"`` (used when the
-    answer has no ``####`` part) and ``"difficulty"`` (kept when it is an int). Other keys are ignored.
+    :func:`normalize_answer`. Optional keys: ``"solution"`` (used when the answer has no ``####`` part) and
+    ``"difficulty"`` (kept when it is an int). Other keys are ignored.
 
     Args:
         record: The mapping.
-        default_id: The id when ``record`` has no ``"id"``.
+        default_id: The id when the record has no id (or its id is None).
         source: The problem's ``source``.
         question_key: Key of the question text.
         answer_key: Key of the answer.
+        id_key: Key of the problem id, which must then be present. None: the optional ``"id"`` key.
         where: Prefix of error messages that locates the record (``"data.jsonl, line 3"``).
+        arg_names: The names of the caller's arguments that set the three keys, used in the missing-key
+            message (``("question_column", "answer_column", "id_column")`` for the envs).
 
     Returns:
         The problem (question stripped).
 
     Raises:
-        ValueError: A missing key, an empty or non-string question, an answer that is not a string or a
-            finite number (``NaN`` and ``Infinity`` are refused), or an empty final answer. The message
-            starts with ``where``.
+        ValueError: A missing key (the message lists the keys present and names the argument to set), an empty
+            or non-string question, an answer that is not a string or a finite number (``NaN`` and
+            ``Infinity`` are refused), or an empty final answer. The message starts with ``where``.
 
     >>> problem_from_dict({"question": "1 + 1?", "answer": 2}, default_id="mine/0").answer
     '2'
+    >>> problem_from_dict({"q": "1 + 1?", "a": "2", "uid": 7}, default_id="x", question_key="q", answer_key="a",
+    ...                   id_key="uid").id
+    '7'
     """
     prefix = f"{where}: " if where else ""
     if not isinstance(record, Mapping):
         raise ValueError(f"{prefix}expected a JSON object / dict, got {type(record).__name__}")
-    for key in (question_key, answer_key):
+    required = [(question_key, arg_names[0], "questions"), (answer_key, arg_names[1], "answers")]
+    if id_key is not None:
+        required.append((id_key, arg_names[2], "problem ids"))
+    for key, arg, what in required:
         if key not in record:
-            raise ValueError(f"{prefix}missing key {key!r} (keys present: {sorted(map(str, record))})")
+            raise ValueError(f"{prefix}missing key {key!r} (keys present: {sorted(map(str, record))}): set "
+                             f"{arg}='<key>' to the key that holds the {what}.")
     question, raw_answer = record[question_key], record[answer_key]
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"{prefix}{question_key!r} must be a non-empty string, got {question!r}")
+    solution, answer = _answer_parts(raw_answer, answer_key, prefix)
+    if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
+        solution = record["solution"].strip()
+    difficulty = record.get("difficulty")
+    raw_id = record.get("id" if id_key is None else id_key)
+    try:
+        return Problem(
+            id=default_id if raw_id is None else str(raw_id),
+            question=question.strip(),
+            answer=answer,
+            solution=solution,
+            source=source,
+            difficulty=difficulty if isinstance(difficulty, int) and not isinstance(difficulty, bool) else None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{prefix}{exc}") from None
+
+
+def _answer_parts(raw_answer: Any, answer_key: str, prefix: str) -> tuple[str | None, str]:
+    """``(solution, answer)`` of a record's raw answer (a string or a finite number).
+
+    Raises:
+        ValueError: the answer is not a string or a finite number, its final answer is empty, or NaN/infinite.
+    """
     if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
         raise ValueError(f"{prefix}{answer_key!r} must be a string or a number, got {raw_answer!r}")
     if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
@@ -192,30 +228,32 @@ def problem_from_dict(
         raise ValueError(f"{prefix}{answer_key!r} is {raw_answer!r}, NaN or infinite, which is not a gold answer "
                          f"(NaN equals nothing, so no response could be scored correct). Fix the answer in the "
                          f"data; if it really is infinity, write it in LaTeX as '\\infty'.")
-    if solution is None and isinstance(record.get("solution"), str) and record["solution"].strip():
-        solution = record["solution"].strip()
-    difficulty = record.get("difficulty")
-    try:
-        return Problem(
-            id=str(record.get("id", default_id)),
-            question=question.strip(),
-            answer=answer,
-            solution=solution,
-            source=source,
-            difficulty=difficulty if isinstance(difficulty, int) and not isinstance(difficulty, bool) else None,
-        )
-    except ValueError as exc:
-        raise ValueError(f"{prefix}{exc}") from None
+    return solution, answer
 
 
-def as_problems(dataset: Iterable[Problem | Mapping[str, Any]], name: str = "dataset") -> list[Problem]:
+def as_problems(
+    dataset: Iterable[Problem | Mapping[str, Any]],
+    name: str = "dataset",
+    *,
+    question_column: str = "question",
+    answer_column: str = "answer",
+    id_column: str | None = None,
+    id_prefix: str | None = None,
+    source: str | None = None,
+) -> list[Problem]:
     """Check a user's problem list: convert dicts to :class:`Problem` and refuse duplicate ids.
 
     Args:
-        dataset: :class:`Problem` objects and/or dicts with ``"question"`` and ``"answer"`` keys (optional
-            ``"id"``, default ``"<name>/<index>"``, ``"solution"`` and ``"difficulty"``; see
-            :func:`problem_from_dict`), e.g. the rows of a Hugging Face ``datasets.Dataset``.
-        name: What to call the list in error messages (and the id prefix of dicts without ``"id"``).
+        dataset: :class:`Problem` objects and/or dicts with a question and an answer (optional ``"solution"``
+            and ``"difficulty"``; see :func:`problem_from_dict`), e.g. the rows of a Hugging Face
+            ``datasets.Dataset`` (:func:`~llm_gym.tasks.sources.hf_problems` checks its columns first).
+        name: What to call the list in error messages (``dataset[3]``).
+        question_column: Key of the question text in every dict.
+        answer_column: Key of the answer (a string or a number) in every dict.
+        id_column: Key of the problem id, required in every dict. None: the optional ``"id"`` key; a dict
+            without one gets ``"<id_prefix>/<index>"`` (0-based index).
+        id_prefix: Prefix of default ids; None = ``name``.
+        source: The converted problems' ``source``; None = ``name``.
 
     Returns:
         The problems, in order.
@@ -223,21 +261,31 @@ def as_problems(dataset: Iterable[Problem | Mapping[str, Any]], name: str = "dat
     Raises:
         TypeError: ``dataset`` is a string, a single Problem or dict, not iterable, or holds an item that is
             neither a Problem nor a dict; the message says what to pass.
-        ValueError: A dict that is not a valid problem (the message names its index), or two problems with
-            the same id (the message names the id and both indices).
+        ValueError: A dict that is not a valid problem, e.g. without the question or answer key (the message
+            names its index, the keys it has and the argument to set), or two problems with the same id (the
+            message names the id and both indices).
 
     >>> [p.id for p in as_problems([{"question": "1 + 1?", "answer": "2"}, Problem("b", "2 + 2?", "4")])]
     ['dataset/0', 'b']
+    >>> [p.answer for p in as_problems([{"prompt": "1 + 1?", "target": 2}], question_column="prompt",
+    ...                                answer_column="target")]
+    ['2']
     """
-    what = ("pass a list of llm_gym.tasks.Problem, a list of dicts with 'question' and 'answer' keys (optional "
-            "'id' and 'solution'), or the path of a .jsonl file")
+    what = ("pass a list of llm_gym.tasks.Problem, a list of dicts with 'question' and 'answer' keys (or name "
+            "yours with question_column= / answer_column=), a Hugging Face datasets.Dataset, or the path of a "
+            ".jsonl, .json, .parquet or .csv file")
     if isinstance(dataset, (str, bytes, Problem, Mapping)) or not isinstance(dataset, Iterable):
         raise TypeError(f"{name} must be a list of problems, got {type(dataset).__name__}: {what}.")
+    id_prefix = name if id_prefix is None else id_prefix
+    source = name if source is None else source
+    keys = {"question_key": question_column, "answer_key": answer_column, "id_key": id_column,
+            "arg_names": ("question_column", "answer_column", "id_column")}
     problems: list[Problem] = []
     first_index: dict[str, int] = {}
     for i, item in enumerate(dataset):
         if isinstance(item, Mapping):
-            item = problem_from_dict(item, default_id=f"{name}/{i}", source=name, where=f"{name}[{i}]")
+            item = problem_from_dict(item, default_id=f"{id_prefix}/{i}", source=source, where=f"{name}[{i}]",
+                                     **keys)
         elif not isinstance(item, Problem):
             raise TypeError(f"{name}[{i}] is a {type(item).__name__}, not a Problem or a dict: {what}.")
         if item.id in first_index:
