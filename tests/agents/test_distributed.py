@@ -38,16 +38,33 @@ LEARN = ("grpo", "dapo", "ppo")
 @pytest.fixture(scope="module")
 def ddp_results(tiny_model_dir, tmp_path_factory):
     """Run every job in one 2-process torchrun launch; ``{(mode, algo): (rank0, rank1)}``."""
-    out = tmp_path_factory.mktemp("ddp")
     jobs = [f"fixed:{a}" for a in FIXED] + [f"learn:{a}" for a in LEARN]
+    return launch_workers(tiny_model_dir, tmp_path_factory.mktemp("ddp"), jobs)
+
+
+def launch_workers(model_dir, out: Path, jobs) -> dict:
+    """Run ``jobs`` (``MODE:ALGO``) in one 2-process torchrun launch of ddp_worker.py; ``{(mode, algo): (rank0,
+    rank1)}``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "ddp_worker.py"), str(tiny_model_dir), str(out), *jobs]
+           str(HERE / "ddp_worker.py"), str(model_dir), str(out), *jobs]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {(job.split(":")[0], job.split(":")[1]): tuple(torch.load(out / f"{job.replace(':', '_')}_rank{r}.pt")
-                                                          for r in (0, 1)) for job in jobs}
+    return {tuple(job.split(":")): tuple(torch.load(out / f"{job.replace(':', '_')}_rank{r}.pt") for r in (0, 1))
+            for job in jobs}
+
+
+def single_process_update(algo: str, model_dir) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The initial parameters and the flattened update of one single-process ``train()`` on the whole fixed batch
+    (both ranks' rows)."""
+    model = build(algo, str(model_dir), **fixed_kwargs(algo))
+    initial = [p.detach().clone() for p in model.policy.parameters()]
+    batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
+    model.n_prompts *= 2  # one process holds both ranks' rows
+    train_on(model, batch)
+    delta = torch.cat([(p.detach() - i).flatten() for p, i in zip(model.policy.parameters(), initial, strict=True)])
+    return initial, delta
 
 
 @pytest.mark.parametrize("algo", LEARN)
@@ -60,12 +77,7 @@ def test_weights_end_bit_identical_on_both_ranks(ddp_results, algo):
 
 @pytest.mark.parametrize("algo", FIXED)
 def test_two_process_update_equals_single_process_update_on_the_union(ddp_results, tiny_model_dir, algo):
-    model = build(algo, str(tiny_model_dir), **fixed_kwargs(algo))
-    initial = [p.detach().clone() for p in model.policy.parameters()]
-    batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
-    model.n_prompts *= 2  # one process holds both ranks' rows
-    train_on(model, batch)
-    single = torch.cat([(p.detach() - i).flatten() for p, i in zip(model.policy.parameters(), initial, strict=True)])
+    initial, single = single_process_update(algo, tiny_model_dir)
     r0, r1 = ddp_results["fixed", algo]
     ddp = torch.cat([(p - i).flatten() for p, i in zip(r0["params"], initial, strict=True)])
     assert single.norm() > 1e-4  # a real update
@@ -117,24 +129,12 @@ FSDP_JOBS = ("fixed_fsdp:grpo", "fixed_fsdp:ppo", "learn_fsdp:grpo", "learn_fsdp
 def fsdp_results(tiny_model_dir, tmp_path_factory):
     """The FSDP jobs in one 2-process torchrun launch; ``(out_dir, {(mode, algo): (rank0, rank1)})``."""
     out = tmp_path_factory.mktemp("fsdp")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent.parent), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "ddp_worker.py"), str(tiny_model_dir), str(out), *FSDP_JOBS]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return out, {tuple(job.split(":")): tuple(torch.load(out / f"{job.replace(':', '_')}_rank{r}.pt")
-                                              for r in (0, 1)) for job in FSDP_JOBS}
+    return out, launch_workers(tiny_model_dir, out, FSDP_JOBS)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_fsdp_update_equals_single_process_update_on_the_union(fsdp_results, tiny_model_dir, algo):
-    model = build(algo, str(tiny_model_dir), **fixed_kwargs(algo))
-    initial = [p.detach().clone() for p in model.policy.parameters()]
-    batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
-    model.n_prompts *= 2
-    train_on(model, batch)
-    single = torch.cat([(p.detach() - i).flatten() for p, i in zip(model.policy.parameters(), initial, strict=True)])
+    initial, single = single_process_update(algo, tiny_model_dir)
     r0, r1 = fsdp_results[1]["fixed_fsdp", algo]
     fsdp = torch.cat([(p - i).flatten() for p, i in zip(r0["params"], initial, strict=True)])
     assert single.norm() > 1e-4

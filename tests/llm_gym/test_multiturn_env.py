@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
+from test_sequence_env import encode_action  # noqa: E402  (tests/llm_gym is on sys.path under pytest)
 
 import llm_gym  # noqa: F401  (registers the envs)
 from llm_gym.envs.multiturn import GuessNumberEnv, MultiTurnEnv, ToolMathEnv, TurnResult
@@ -20,15 +21,7 @@ from llm_gym.tasks.arithmetic_tool import arithmetic_tool_problems
 # ended with its sampled EOS <|im_end|>, for a "tool" / "user" message: worked out from the template by hand.
 TOOL_408 = "\n<|im_start|>tool\n12*34 = 408<|im_end|>\n<|im_start|>assistant\n"
 PROBLEM = Problem(id="p/0", question="What is 12 * 34?", answer="408")
-
-
-def encode(env, text: str, eos: bool = True) -> np.ndarray:
-    """A turn's action: the text's ids (+ EOS), right-padded with the pad id to max_new_tokens."""
-    lm = env.unwrapped.lm
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"] + ([lm.eos_token_id] if eos else [])
-    action = np.full(env.unwrapped.max_new_tokens, lm.pad_token_id, dtype=np.int64)
-    action[: len(ids)] = ids[: len(action)]
-    return action
+encode = encode_action  # a turn's action: the text's ids (+ EOS), right-padded to max_new_tokens
 
 
 def real(env, action: np.ndarray) -> list[int]:
