@@ -203,3 +203,138 @@ def sample_responses(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_ma
         if sampler.all_done:
             break
     return response
+
+
+def _extend(model: torch.nn.Module, state: DecodeState, ids: torch.Tensor, mask: torch.Tensor) -> DecodeState:
+    """Append ``(B, w)`` ids with their ``(B, w)`` attention mask to the cache; 0-mask positions are gaps."""
+    device = state.attention_mask.device
+    mask = torch.cat([state.attention_mask, mask.to(device).long()], dim=1)
+    logits = _forward(model, ids.to(device), mask, state.past_key_values)
+    return DecodeState(state.past_key_values, mask, logits)
+
+
+def _left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids (B, w), mask (B, w))``: the rows left-padded to the longest (mask 0 on padding)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+class ConversationSampler:
+    """Batched multi-turn sampling: each episode's KV cache is kept across turns, only new tokens are run.
+
+    One row per episode. :meth:`sample_turn` samples the next assistant turn of every live row in one batch
+    (one forward per token over the rows, as :class:`GroupSampler`; a row that emitted EOS is fed padding
+    with attention 0 until the turn ends, so its cache holds gaps the next turns never attend to).
+    :meth:`extend` takes each live episode's conversation after the env answered (the exact ids of the
+    observation) and runs only the tokens the cache does not hold yet: the turn's last sampled token and the
+    env's message, left-padded into one block. Position ids follow the attention mask, so the logits equal
+    those of a fresh forward over the unpadded conversation (up to float rounding). When a conversation does
+    not extend what the cache holds (an env that edited the turn), the live rows are prefilled again from
+    their conversations (``n_rebuilds`` counts it); with ``reuse_cache=False`` every turn is prefilled
+    from scratch (the cost :mod:`scripts.benchmark` compares with).
+
+    Args:
+        model: a Hugging Face causal LM.
+        prompt_ids: ``(B, L)`` left-padded prompts; consecutive groups of ``group_size`` identical rows are
+            prefilled once (:class:`GroupSampler`'s sharing).
+        prompt_mask: ``(B, L)``.
+        group_size: rows per group (1 = no sharing).
+        temperature, top_p, do_sample: sampling settings (:func:`sample_tokens`).
+        pad_token_id: the token returned for rows not writing.
+        eos_token_id: ends a turn (kept in the turn).
+        reuse_cache: keep the cache across turns (False: prefill each turn's whole conversation).
+
+    Attributes:
+        live: ``(A,)`` the rows still in the cache (episodes not ended), in batch order.
+        prefilled_tokens: tokens run through the model outside the per-token decode (prompt prefill, the
+            tails of :meth:`extend`, rebuilds): the per-turn cost the cache saves.
+        n_rebuilds: times the cache was rebuilt from the conversations (``reuse_cache=True``).
+    """
+
+    def __init__(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                 group_size: int = 1, temperature: float = 1.0, top_p: float = 1.0, pad_token_id: int = 0,
+                 eos_token_id: int | None = None, do_sample: bool = True, reuse_cache: bool = True):
+        self._group = GroupSampler(model, prompt_ids, prompt_mask, group_size, temperature, top_p, pad_token_id,
+                                   do_sample)
+        self.model, self.pad_token_id, self.eos_token_id = model, int(pad_token_id), eos_token_id
+        self.reuse_cache = reuse_cache
+        self.n_rows = prompt_ids.shape[0]
+        self.live = torch.arange(self.n_rows)
+        self._fed = [row[m.bool()].tolist() for row, m in zip(prompt_ids, prompt_mask, strict=True)]
+        self.prefilled_tokens = int(prompt_mask[::group_size].sum()) if group_starts(
+            prompt_ids, prompt_mask, group_size) else int(prompt_mask.sum())
+        self.n_rebuilds = 0
+
+    @property
+    def state(self) -> DecodeState:
+        """The cache, attention mask ``(A, S)`` and next-token logits ``(A, V)`` of the live rows."""
+        return self._group.state
+
+    @torch.no_grad()
+    def sample_turn(self, max_new_tokens: int) -> torch.Tensor:
+        """Sample one turn for every live row: ``(B, max_new_tokens)`` int64, right-padded with pad.
+
+        A row's turn ends at its first EOS (kept) or after ``max_new_tokens`` tokens; rows not live get
+        only padding. Every sampled token but each row's last is fed to the cache (the last is fed by
+        :meth:`extend`, before the env's message).
+        """
+        g, live = self._group, self.live
+        turn = torch.full((self.n_rows, max_new_tokens), self.pad_token_id, dtype=torch.long)
+        writing = torch.ones(len(live), dtype=torch.bool)  # (A,)
+        for t in range(max_new_tokens):
+            tokens = torch.full((len(live),), self.pad_token_id, dtype=torch.long)
+            tokens[writing] = sample_tokens(g.state.logits[writing.to(g.state.logits.device)], g.temperature,
+                                            g.top_p, g.do_sample).cpu()
+            turn[live[writing], t] = tokens[writing]
+            writing &= tokens != self.eos_token_id if self.eos_token_id is not None else writing
+            if t == max_new_tokens - 1 or not bool(writing.any()):
+                break
+            feed = torch.where(writing, tokens, torch.full_like(tokens, self.pad_token_id))
+            g.state = _extend(self.model, g.state, feed[:, None], writing.long()[:, None])
+            for i in writing.nonzero().squeeze(1).tolist():
+                self._fed[int(live[i])].append(int(tokens[i]))
+        return turn
+
+    @torch.no_grad()
+    def extend(self, conversations: dict[int, list[int] | None]) -> None:
+        """Continue every live row with its conversation after the env's answer; drop the rows that ended.
+
+        Args:
+            conversations: ``row -> the unpadded conversation ids`` (prompt, turns and env messages, as
+                the env's observation holds them) for every live row; None for a row whose episode ended
+                (it leaves the cache).
+
+        Raises:
+            KeyError: a live row is missing from ``conversations``.
+        """
+        keep = torch.tensor([conversations[int(r)] is not None for r in self.live], dtype=torch.bool)
+        g = self._group
+        if not bool(keep.all()):
+            index = keep.nonzero().squeeze(1).to(g.state.attention_mask.device)
+            g.state.past_key_values.batch_select_indices(index)
+            g.state = DecodeState(g.state.past_key_values, g.state.attention_mask[index], g.state.logits[index])
+            self.live = self.live[keep]
+        if len(self.live) == 0:
+            return
+        rows = [int(r) for r in self.live]
+        convs = [list(conversations[r]) for r in rows]
+        extends = all(len(c) > len(self._fed[r]) and c[:len(self._fed[r])] == self._fed[r]
+                      for r, c in zip(rows, convs, strict=True))
+        if self.reuse_cache and extends:
+            tails = [c[len(self._fed[r]):] for r, c in zip(rows, convs, strict=True)]
+            ids, mask = _left_padded(tails, self.pad_token_id)
+            g.state = _extend(self.model, g.state, ids, mask)
+            self.prefilled_tokens += sum(len(t) for t in tails)
+        else:
+            self.n_rebuilds += int(self.reuse_cache)
+            ids, mask = _left_padded(convs, self.pad_token_id)
+            g.state = prefill(self.model, ids, mask)
+            self.prefilled_tokens += sum(len(c) for c in convs)
+        for r, c in zip(rows, convs, strict=True):
+            self._fed[r] = c

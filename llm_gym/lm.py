@@ -7,7 +7,7 @@ Shapes: ``B`` sequences, ``L`` padded prompt tokens (left-padded), ``T`` respons
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -123,17 +123,22 @@ class LanguageModel:
         return model.to(self.device).eval()
 
     # ----------------------------------------------------------------- text
-    def format_prompt(self, content: str, system_prompt: str | None = None, chat_template: bool = True) -> str:
+    def format_prompt(self, content: str, system_prompt: str | None = None, chat_template: bool = True,
+                      few_shot: Sequence[Mapping[str, str]] = ()) -> str:
         """Wrap a user message in the model's chat template (with the generation prompt).
 
         Args:
             content: the user message.
             system_prompt: optional system message (None keeps the template's default).
-            chat_template: False returns ``content`` unchanged (for base models).
+            chat_template: False returns ``content`` unchanged (for base models), after the ``few_shot``
+                messages as ``"{Role}: {content}\n"`` lines.
+            few_shot: chat messages (``{"role", "content"}``) placed before the user message: a
+                demonstration of the expected exchange (e.g. a tool call and its result).
         """
         if not chat_template or self.tokenizer.chat_template is None:
-            return content
+            return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in few_shot) + content
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages += [{"role": m["role"], "content": m["content"]} for m in few_shot]
         messages.append({"role": "user", "content": content})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

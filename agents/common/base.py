@@ -58,9 +58,11 @@ from agents.common.doctor import make_doctor
 from agents.common.fsdp import fsdp_requested, gathered, is_sharded, shard_module
 from agents.common.guards import NonFiniteError, first_nonfinite, nonfinite_message
 from agents.common.objective import compute_advantages, compute_loss, kl_reward_shaping, length_shaping
-from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
+from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy, loss_masked
 from agents.common.precision import make_grad_scaler
 from agents.common.rollout import RolloutCollector, rollout_metrics, step_reward_tensors
+from agents.common.turns import is_multi_turn, turn_metrics
+from llm_gym.envs.vector import group_vec_env_like
 from llm_gym.lm import get_language_model
 
 #: Constructor keywords that are not config fields (SB3's ``BaseAlgorithm`` arguments), with their defaults.
@@ -77,6 +79,29 @@ def unsort(parts: list[torch.Tensor], order: torch.Tensor) -> torch.Tensor | Non
     out = torch.empty_like(rows)
     out[order] = rows
     return out
+
+
+def _batched_multi_turn(env, n_envs: int, verbose: int):
+    """A single multi-turn env made with ``gym.make`` as a ``GroupVecEnv`` of ``n_envs`` copies, else ``env``.
+
+    A multi-turn rollout samples the turns of all active episodes in one batch, one sub-env per episode;
+    ``GRPO("LLMPolicy", gym.make("LLMToolMath-v0"))`` gets that batching without building the vector env
+    (:func:`llm_gym.envs.vector.group_vec_env_like`). A VecEnv, a non-multi-turn env, or an env with wrappers
+    of its own is returned unchanged (its episodes then run one at a time).
+    """
+    if isinstance(env, str) or isinstance(env, VecEnv) or env is None or n_envs <= 1:
+        return env
+    if not is_multi_turn(env.observation_space):
+        return env
+    vec_env = group_vec_env_like(env, n_envs)
+    if vec_env is None:
+        warnings.warn("A single multi-turn env with wrappers of its own runs its episodes one at a time; for "
+                      f"batched turns pass llm_gym.make_group_vec_env(env_id, n_envs={n_envs}, ...) with the "
+                      "wrappers applied in a wrapper_class.", stacklevel=4)
+        return env
+    if verbose >= 1:
+        print(f"Multi-turn env: {n_envs} copies in a GroupVecEnv (one per episode of a rollout).")
+    return vec_env
 
 
 def _generated_init(cls: type[LLMAlgorithm]):
@@ -143,6 +168,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     def _init(self, policy, env, config: AlgorithmConfig, policy_kwargs, tensorboard_log, verbose, seed, device,
               stats_window_size, doctor, peft_config, _init_setup_model) -> None:
         self._check_preset(config.validate())
+        env = _batched_multi_turn(env, config.n_prompts * config.group_size, verbose)
         if init_distributed() and not is_main_process():  # rank 0 logs; the others stay quiet
             tensorboard_log, verbose, doctor = None, 0, False
         super().__init__(policy, env, config.learning_rate, policy_kwargs=policy_kwargs,
@@ -178,10 +204,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         """Env-dependent checks; resolves ``overlong_buffer=None`` to 20 % of the budget (DAPO)."""
         if self.env is None:
             return
-        if isinstance(self.action_space, spaces.Discrete) and self.n_envs > 1 and not hasattr(self.env,
-                                                                                                "reset_groups"):
-            raise ValueError("Token-level envs with several sub-envs need llm_gym.make_group_vec_env (a DummyVecEnv "
-                             "auto-resets finished sub-envs mid-wave); or pass a single env.")
+        waves = isinstance(self.action_space, spaces.Discrete) or is_multi_turn(self.observation_space)
+        if waves and self.n_envs > 1 and not hasattr(self.env, "reset_groups"):
+            raise ValueError("Token-level and multi-turn envs with several sub-envs need llm_gym.make_group_vec_env "
+                             "(a DummyVecEnv auto-resets finished sub-envs mid-wave); or pass a single env.")
         if self.rollout_size % self.n_envs:
             raise ValueError(f"n_prompts*group_size={self.rollout_size} must be a multiple of the number of envs "
                              f"({self.n_envs}).")
@@ -264,6 +290,7 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         if any(not bool(torch.isfinite(p).all()) for p in self.policy.parameters()):
             self._nonfinite("policy weights", " (checked before sampling: generate cannot sample from them)")
             raise NonFiniteError("The policy weights are not finite; skipping cannot recover from that.")
+        self._turn_seconds = []  # multi-turn: seconds of each batched turn
         try:
             collected = self._collect_groups(env, callback)
         except RuntimeError as exc:  # torch's sampler on NaN/inf probabilities (finite but huge weights)
@@ -282,6 +309,8 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         self.generated_tokens = getattr(self, "generated_tokens", 0) + int(generated.response_mask.sum())
         self._rollout_stats = rollout_metrics(generated.rewards.numpy(), all_group_ids, generated.infos,
                                               generated.response_mask, gen_seconds)
+        if is_multi_turn(self.observation_space):
+            self._rollout_stats |= turn_metrics(generated.infos, float(np.mean(self._turn_seconds)))
         if self.dynamic_sampling:
             self._rollout_stats |= {"rollout/sampling_rounds": generated.n_sequences / self.rollout_size,
                                     "rollout/generated_sequences": float(generated.n_sequences),
@@ -342,7 +371,9 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
                 if mb_values is not None:
                     values.append(mb_values)
         if self.ref_policy is not None:
-            ref.append(self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids, mb.response_mask))
+            ref_log_probs = self.ref_policy.log_probs(mb.prompt_ids, mb.prompt_mask, mb.response_ids,
+                                                      mb.attention_mask)  # (B, T)
+            ref.append(loss_masked(ref_log_probs, mb))
 
     # ------------------------------------------------------------------ optimisation
     def train(self) -> None:

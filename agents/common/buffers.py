@@ -16,7 +16,18 @@ class RolloutSamples(NamedTuple):
     buffer (which fills the computed fields) to every minibatch and micro-batch. Fields are read by name.
     Computed fields are None until set (``old_log_probs`` / ``ref_log_probs`` / ``values`` stay None when
     the algorithm does not need them).
+
+    Multi-turn episodes (:class:`~llm_gym.envs.multiturn.MultiTurnEnv`): the "response" is the whole
+    conversation after the prompt, every assistant turn and every env message in between, exactly as the env
+    observed it. ``response_attention_mask`` marks all of it (the model reads it), ``response_mask`` only the
+    tokens the policy sampled: the loss, advantages, KL and token counts use ``response_mask``, so env tokens
+    never get a gradient.
     """
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """``(B, T)`` the response tokens the model attends to: ``response_attention_mask`` or ``response_mask``."""
+        return self.response_mask if self.response_attention_mask is None else self.response_attention_mask
 
     prompt_ids: torch.Tensor  # (B, L) left-padded
     prompt_mask: torch.Tensor  # (B, L)
@@ -32,6 +43,9 @@ class RolloutSamples(NamedTuple):
     values: torch.Tensor | None = None  # (B, T) V(s_t), reward units (critic)
     step_mask: torch.Tensor | None = None  # (B, T) 1.0 at step-end tokens (process supervision)
     infos: list[dict] | None = None  # (B,) each sequence's final env info
+    # (B, T) 1 on every real response token (multi-turn: the policy's turns AND the env's messages), which the
+    # model attends to; None = response_mask. response_mask is then the loss mask (assistant tokens only).
+    response_attention_mask: torch.Tensor | None = None
 
     @property
     def n_sequences(self) -> int:
@@ -64,6 +78,18 @@ class RolloutSamples(NamedTuple):
             else:
                 merged[name] = [i for v in values for i in v] if name == "infos" else torch.cat(values)
         return RolloutSamples(**merged)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64 index of each row's last nonzero position of a ``(B, T)`` mask (0 for an empty row).
+
+    The last token of a response; with a multi-turn loss mask (gaps where the env's messages are), the
+    policy's last sampled token.
+    """
+    T = mask.shape[1]
+    nonzero = mask != 0  # (B, T)
+    last = T - 1 - torch.flip(nonzero, [1]).long().argmax(dim=1)  # (B,)
+    return torch.where(nonzero.any(dim=1), last, torch.zeros_like(last))
 
 
 class GroupRolloutBuffer:
@@ -105,13 +131,14 @@ class GroupRolloutBuffer:
         token_rewards = rollout.token_rewards
         if token_rewards is None:
             token_rewards = torch.zeros_like(mask)  # (N, T)
-            last = (mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
-            token_rewards[torch.arange(n, device=dev), last] = rewards
+            token_rewards[torch.arange(n, device=dev), last_token_index(mask)] = rewards
         group_ids = torch.arange(n) if rollout.group_ids is None else rollout.group_ids
         fields = {name: (None if value is None or name == "infos" else value.to(dev))
                   for name, value in rollout._asdict().items()}
         self.samples = RolloutSamples(**fields)._replace(
-            response_mask=mask, rewards=rewards, token_rewards=token_rewards.to(dev).float(),
+            response_mask=mask, rewards=rewards,
+            response_attention_mask=None if rollout.response_attention_mask is None
+            else fields["response_attention_mask"].float(), token_rewards=token_rewards.to(dev).float(),
             group_ids=torch.as_tensor(group_ids, device=dev), infos=rollout.infos,
             advantages=torch.zeros_like(mask) if rollout.advantages is None else fields["advantages"],
             returns=torch.zeros_like(mask) if rollout.returns is None else fields["returns"],
@@ -149,7 +176,7 @@ def length_grouped_order(samples: RolloutSamples) -> torch.Tensor:
     longest micro-batch comes first (the peak memory shows at once). A minibatch's summed gradient does not
     depend on the order of its rows.
     """
-    lengths = samples.prompt_mask.sum(-1) + samples.response_mask.sum(-1)  # (B,)
+    lengths = samples.prompt_mask.sum(-1) + samples.attention_mask.sum(-1)  # (B,)
     return torch.argsort(lengths.cpu(), descending=True, stable=True).to(samples.prompt_ids.device)
 
 

@@ -9,6 +9,7 @@ this module only picks which one the config names.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from agents.common.advantages import (
@@ -17,7 +18,7 @@ from agents.common.advantages import (
     leave_one_out,
     process_group_normalized,
 )
-from agents.common.buffers import RolloutSamples
+from agents.common.buffers import RolloutSamples, last_token_index
 from agents.common.config import AlgorithmConfig
 from agents.common.losses import aggregate, policy_loss, sft_loss, value_loss
 from agents.common.returns import (
@@ -39,21 +40,26 @@ def length_shaping(cfg: AlgorithmConfig, b: RolloutSamples, budget: int,
     Args:
         cfg: the config (``overlong_penalty_factor``, ``mask_truncated``).
         b: the stored rollout (``rewards (N,)``, ``token_rewards (N, T)``, ``response_mask (N, T)``, ``infos``).
-        budget: the response budget ``max_new_tokens`` in tokens.
+        budget: the response budget ``max_new_tokens`` in tokens. Multi-turn episodes (rows with a
+            ``response_attention_mask``) have it per turn: each turn (``info["turn_spans"]``) is shaped and
+            the episode pays the sum, as the ``OverlongPenalty`` wrapper does.
         overlong_buffer: resolved ``L_cache`` in tokens (0 = no shaping).
 
     Returns:
-        ``(updates, stats)``: new ``rewards``/``token_rewards`` (penalty added; on the last real token) and/or
+        ``(updates, stats)``: new ``rewards``/``token_rewards`` (penalty added; on the last sampled token) and/or
         ``response_mask`` (truncated responses zeroed), and ``rollout/overlong_penalty`` /
         ``rollout/masked_truncated``.
     """
     updates, stats = {}, {}
     if overlong_buffer:
-        lengths = b.response_mask.sum(-1)  # (N,) tokens
-        penalty = torch.as_tensor(overlong_penalty(lengths.cpu().numpy(), budget, overlong_buffer,
-                                                   cfg.overlong_penalty_factor), dtype=b.rewards.dtype)
-        penalty = penalty.to(b.rewards.device)  # (N,)
-        last = (lengths.long() - 1).clamp(min=0)  # (N,)
+        if b.response_attention_mask is None:
+            lengths = b.response_mask.sum(-1).cpu().numpy()  # (N,) tokens
+            penalty = overlong_penalty(lengths, budget, overlong_buffer, cfg.overlong_penalty_factor)
+        else:  # multi-turn: every turn has the budget; the episode pays the sum over its turns
+            penalty = [overlong_penalty(np.array([e - s for s, e in info["turn_spans"]]), budget, overlong_buffer,
+                                        cfg.overlong_penalty_factor).sum() for info in b.infos]
+        penalty = torch.as_tensor(np.asarray(penalty), dtype=b.rewards.dtype).to(b.rewards.device)  # (N,)
+        last = last_token_index(b.response_mask)  # (N,)
         token_rewards = b.token_rewards.clone()  # (N, T)
         token_rewards[torch.arange(len(last), device=last.device), last] += penalty
         updates |= {"rewards": b.rewards + penalty, "token_rewards": token_rewards}
@@ -89,8 +95,7 @@ def kl_reward_shaping(cfg: AlgorithmConfig, b: RolloutSamples,
 def outcome_step_mask(b: RolloutSamples) -> torch.Tensor:
     """``(N, T)`` step mask with one step, the whole response, ending on its last real token."""
     step_mask = torch.zeros_like(b.response_mask)  # (N, T)
-    last = (b.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
-    step_mask[torch.arange(step_mask.shape[0]), last] = 1.0
+    step_mask[torch.arange(step_mask.shape[0]), last_token_index(b.response_mask)] = 1.0
     return step_mask
 
 

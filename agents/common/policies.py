@@ -173,14 +173,16 @@ class LLMPolicy(BasePolicy):
 
         Args:
             samples: a :class:`~agents.common.buffers.RolloutSamples` (prompt and response ids and masks).
+                The model attends to ``samples.attention_mask``; with a multi-turn loss mask the outputs
+                are zeroed (no gradient) outside ``response_mask``, on the env's tokens.
 
         Returns:
-            ``log_probs (B, T)`` (nats, 0 on padding), ``entropy (B, T)`` (nats, no grad) and ``values``
-            (None: this policy has no critic).
+            ``log_probs (B, T)`` (nats, 0 on padding and env tokens), ``entropy (B, T)`` (nats, no grad) and
+            ``values`` (None: this policy has no critic).
         """
         log_probs, entropy = self.log_probs(samples.prompt_ids, samples.prompt_mask, samples.response_ids,
-                                            samples.response_mask, return_entropy=True)
-        return log_probs, entropy, None
+                                            samples.attention_mask, return_entropy=True)
+        return loss_masked(log_probs, samples), loss_masked(entropy, samples), None
 
     def forward(self, samples):
         """The training forward, :meth:`evaluate_actions` (what ``DistributedDataParallel`` calls)."""
@@ -270,6 +272,17 @@ class ReferencePolicy(torch.nn.Module):
             return sequence_log_probs(model, *args, temperature=self.temperature)[0]
 
 
+def loss_masked(x: torch.Tensor | None, samples) -> torch.Tensor | None:
+    """``x (B, T)`` zeroed outside ``samples.response_mask`` when the attention mask is separate (multi-turn).
+
+    The log-probs of env-inserted tokens are computed (the model reads them) but multiplied by 0, so no
+    loss can give them a gradient, whatever it sums.
+    """
+    if x is None or samples.response_attention_mask is None:
+        return x
+    return x * samples.response_mask.to(device=x.device, dtype=x.dtype)
+
+
 class LLMActorCriticPolicy(LLMPolicy):
     """The actor plus a critic: a scalar value head on the last hidden state of every response position (PPO).
 
@@ -346,20 +359,21 @@ class LLMActorCriticPolicy(LLMPolicy):
             ``log_probs (B, T)`` (nats), ``entropy (B, T)`` (nats; with grad iff :attr:`entropy_grad`) and
             ``values (B, T)`` (reward units, ``V(s_t)`` as in the class docstring), all 0 on padding.
         """
-        args = (samples.prompt_ids, samples.prompt_mask, samples.response_ids, samples.response_mask)
+        args = (samples.prompt_ids, samples.prompt_mask, samples.response_ids, samples.attention_mask)
         with checkpointing(self):
             log_probs, entropy, *hidden = sequence_log_probs(
                 self.model, *args, temperature=self.temperature, return_entropy=True,
                 entropy_grad=self.entropy_grad, return_hidden=self.critic is None)  # (B, T), (B, T), [(B, T, H)]
             hidden = hidden[0] if self.critic is None else response_hidden_states(self.critic, *args)  # (B, T, H)
-        return log_probs, entropy, self._values(hidden, samples.response_mask)
+        return loss_masked(log_probs, samples), loss_masked(entropy, samples), self._values(hidden,
+                                                                                        samples.response_mask)
 
     @torch.no_grad()
     def predict_values(self, samples) -> torch.Tensor:
         """Values ``V(s_t)`` ``(B, T)`` of the response positions, without grad and without the LM head."""
         trunk = base_transformer(self.model) if self.critic is None else self.critic
         hidden = response_hidden_states(trunk, samples.prompt_ids, samples.prompt_mask, samples.response_ids,
-                                        samples.response_mask)  # (B, T, H)
+                                        samples.attention_mask)  # (B, T, H)
         return self._values(hidden, samples.response_mask)
 
 

@@ -5,7 +5,8 @@ Sequence level: the prompts are encoded in one call, one batched ``generate`` (K
 responses, every reward function scores all ``N`` in one call
 (:func:`llm_gym.envs.batch_scoring.prime_sequence_rollout`), then each chunk of sub-envs is reset once and
 stepped, so ``Monitor``, wrappers and ``info`` behave as with any SB3 env. Token level: waves of sub-envs
-decoded token by token with the KV cache as the policy's state. DAPO's dynamic sampling (the group filter)
+decoded token by token with the KV cache as the policy's state. Multi-turn: waves of conversations, one
+batched turn at a time (:mod:`agents.common.turns`). DAPO's dynamic sampling (the group filter)
 draws rounds until enough groups have mixed rewards.
 """
 
@@ -22,17 +23,18 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.advantages import informative_groups
-from agents.common.buffers import RolloutSamples
+from agents.common.buffers import RolloutSamples, last_token_index
 from agents.common.distributed import all_gather_rows, is_distributed, world_size
 from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
+from agents.common.turns import TurnCollector, is_multi_turn
 from llm_gym.decoding import GroupSampler
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
 
 __all__ = ["RolloutCollector", "rollout_metrics", "step_reward_tensors"]
 
 
-class RolloutCollector:
+class RolloutCollector(TurnCollector):
     """Mixin of :class:`~agents.common.base.LLMAlgorithm`: collection of one iteration's rollout.
 
     Reads ``self.env``, ``self.policy``, ``self.lm``, ``self.n_prompts``, ``self.group_size``,
@@ -59,9 +61,13 @@ class RolloutCollector:
     def _collect_round(self, env: VecEnv, callback: BaseCallback) -> tuple[RolloutSamples, float] | None:
         """Draw ``n_prompts`` problems and sample ``group_size`` responses each: ``(rows, seconds)``, None if stopped.
 
-        ``seconds`` is the generation time (sequence level) or the whole rollout's (token level).
+        ``seconds`` is the generation time (sequence level) or the whole rollout's (token level, multi-turn).
         """
         problem_ids = self._sample_problems()  # (N,)
+        if is_multi_turn(self.observation_space):
+            start = time.perf_counter()
+            rollout = self._collect_turns(env, callback, problem_ids)
+            return None if rollout is None else (rollout, time.perf_counter() - start)
         if isinstance(self.action_space, spaces.Discrete):
             start = time.perf_counter()
             rollout = self._collect_tokens(env, callback, problem_ids)
@@ -208,7 +214,7 @@ def step_reward_tensors(rollout: RolloutSamples) -> RolloutSamples:
         return rollout
     n, t = rollout.response_mask.shape
     rows = torch.arange(n)
-    last = (rollout.response_mask.sum(-1).long() - 1).clamp(min=0)  # (N,)
+    last = last_token_index(rollout.response_mask)  # (N,)
     step_mask = torch.zeros((n, t))  # (N, T)
     step_mask[rows, last] = 1.0
     token_rewards = rollout.token_rewards
@@ -240,8 +246,8 @@ def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict
         "time/tokens_per_second": float(lengths.sum()) / max(gen_seconds, 1e-9),
     }
     components = defaultdict(list)
-    for info in infos:
-        for name, value in info.get("reward_components", {}).items():
+    for info in infos:  # a multi-turn episode's components summed over its turns
+        for name, value in info.get("episode_reward_components", info.get("reward_components", {})).items():
             components[name].append(value)
     stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
     if any(info.get("step_rewards") for info in infos):  # process supervision

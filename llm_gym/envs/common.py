@@ -78,6 +78,7 @@ class LLMEnvBase(gym.Env):
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         system_prompt: str | None = None,
         chat_template: bool = True,
+        few_shot: Sequence[Mapping[str, str]] = (),
         seed: int = 0,
         device: str = "auto",
         render_mode: str | None = None,
@@ -93,6 +94,7 @@ class LLMEnvBase(gym.Env):
         check_columns(question_column, answer_column, id_column)
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise TypeError(f"system_prompt must be a string or None, got {type(system_prompt).__name__}.")
+        self.few_shot = check_few_shot(few_shot)
         # The problems before the model, so a missing column fails fast too.
         self.problems = load_problems(task, dataset, split, n_problems, seed, difficulty,
                                       question_column=question_column, answer_column=answer_column,
@@ -102,7 +104,8 @@ class LLMEnvBase(gym.Env):
         self.max_new_tokens = max_new_tokens
         self.render_mode = render_mode
         self.prompts = [
-            self.lm.format_prompt(prompt_template.format(question=p.question), system_prompt, chat_template)
+            self.lm.format_prompt(prompt_template.format(question=p.question), system_prompt, chat_template,
+                                  self.few_shot)
             for p in self.problems
         ]
         self.max_prompt_length = self._check_lengths(max_prompt_length)
@@ -470,6 +473,24 @@ class LLMEnvBase(gym.Env):
         if self.render_mode == "ansi" and self._problem_id is not None:
             return f"{self.prompts[self._problem_id]}{self._last_text}"
         return None
+
+
+def check_few_shot(messages: Any) -> tuple[dict[str, str], ...]:
+    """The env's ``few_shot`` chat messages, checked: a sequence of ``{"role": str, "content": str}``.
+
+    Raises:
+        TypeError: not a sequence of mappings, or a message whose ``role`` / ``content`` is missing or not a
+            string (names the message and the expected form).
+    """
+    form = 'a list of chat messages such as [{"role": "user", "content": "What is 2 * 3?"}, ...]'
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise TypeError(f"few_shot must be {form}; got {type(messages).__name__}.")
+    checked = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not all(isinstance(m.get(k), str) for k in ("role", "content")):
+            raise TypeError(f"few_shot[{i}] = {m!r} must be a mapping with string 'role' and 'content': {form}.")
+        checked.append({"role": m["role"], "content": m["content"]})
+    return tuple(checked)
 
 
 def check_prompt_template(template: Any) -> str:

@@ -85,6 +85,8 @@ class SequenceEnv(LLMEnvBase):
         prompt_template: ``str.format`` template with ``{question}`` (its only field; literal braces doubled).
         system_prompt: optional system message.
         chat_template: wrap the prompt in the model's chat template.
+        few_shot: chat messages (``{"role", "content"}`` dicts) placed before the question's user message, a
+            demonstration of the expected answer (without a chat template: ``"{Role}: {content}"`` lines).
         seed: dataset seed (problem generation), an integer.
         device: for the model handle.
         question_column: the column (dict key) of the question text in ``dataset`` (or a ``.jsonl`` ``task``).

@@ -33,7 +33,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 from stable_baselines3.common.vec_env.patch_gym import _patch_env
 from stable_baselines3.common.vec_env.util import dict_to_obs, obs_space_info
 
-__all__ = ["GroupVecEnv", "make_group_vec_env"]
+__all__ = ["GroupVecEnv", "group_vec_env_like", "make_group_vec_env"]
 
 
 class GroupVecEnv(VecEnv):
@@ -199,7 +199,9 @@ class GroupVecEnv(VecEnv):
         return [self.envs[i] for i in self._get_indices(indices)]
 
 
-def make_group_vec_env(env_id: str, n_envs: int, monitor: bool = True, **env_kwargs: Any) -> GroupVecEnv:
+def make_group_vec_env(env_id: str, n_envs: int, monitor: bool = True,
+                       wrapper_class: Callable[..., gym.Env] | None = None, wrapper_kwargs: dict | None = None,
+                       **env_kwargs: Any) -> GroupVecEnv:
     """Build a :class:`GroupVecEnv` of ``n_envs`` ``gym.make(env_id, **env_kwargs)`` envs on one handle.
 
     The first env is built with ``env_kwargs``; the others get its ``LanguageModel`` as ``model=``, so
@@ -209,6 +211,9 @@ def make_group_vec_env(env_id: str, n_envs: int, monitor: bool = True, **env_kwa
         env_id: a registered id, e.g. ``"LLMMathToken-v0"`` or ``"LLMMath-v0"``.
         n_envs: N, the number of sub-envs (``n_prompts x group_size`` for one wave).
         monitor: wrap each sub-env in SB3's ``Monitor`` (episode return and length in ``info["episode"]``).
+        wrapper_class: applied to each sub-env as ``wrapper_class(env, **wrapper_kwargs)`` (inside the
+            ``Monitor``), as in SB3's ``make_vec_env``; e.g. ``llm_gym.wrappers.TurnLimit``.
+        wrapper_kwargs: keyword arguments of ``wrapper_class``.
         **env_kwargs: passed to ``gym.make``.
 
     Returns:
@@ -225,8 +230,69 @@ def make_group_vec_env(env_id: str, n_envs: int, monitor: bool = True, **env_kwa
     shared = {**env_kwargs, "model": first.unwrapped.lm}
 
     def _wrap(env: gym.Env) -> gym.Env:
+        if wrapper_class is not None:
+            env = wrapper_class(env, **(wrapper_kwargs or {}))
         return Monitor(env) if monitor else env
 
     env_fns: list[Callable[[], gym.Env]] = [lambda: _wrap(first)]
     env_fns += [lambda: _wrap(gym.make(env_id, **shared)) for _ in range(n_envs - 1)]
     return GroupVecEnv(env_fns)
+
+
+#: Wrappers ``gym.make`` adds by itself: an env wrapped only in these is rebuilt exactly from its spec.
+_MAKE_WRAPPERS = (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+
+
+def group_vec_env_like(env: gym.Env, n_envs: int, monitor: bool = True) -> GroupVecEnv | None:
+    """A :class:`GroupVecEnv` of ``n_envs`` copies of ``env`` (``env`` itself is the first), or None.
+
+    Multi-turn rollouts sample the next turn of every episode in one batch, which needs one sub-env per
+    episode. A user who passes one env made with ``gym.make(env_id, **kwargs)`` gets the same result as
+    :func:`make_group_vec_env` ``(env_id, n_envs, **kwargs)``: the other copies are built from ``env.spec``
+    with ``env``'s model handle, wrappers that record their arguments (llm-gym's and gymnasium's, e.g.
+    ``TurnLimit``) included. When ``env`` has no spec (built from the class) or carries a wrapper the spec
+    cannot rebuild (e.g. SB3's ``Monitor``), None is returned and the caller keeps the single env.
+
+    Args:
+        env: a gymnasium env (not a VecEnv).
+        n_envs: sub-envs wanted, >= 1.
+        monitor: wrap each sub-env in SB3's ``Monitor``.
+
+    Returns:
+        The vector env (not reset), or None.
+    """
+    from stable_baselines3.common.monitor import Monitor
+
+    try:
+        spec = env.spec  # with the wrappers that record their arguments (gymnasium's additional_wrappers)
+    except Exception:  # noqa: BLE001 - a wrapper that cannot be described: no spec
+        spec = None
+    if spec is None or n_envs < 1:
+        return None
+    model = env.unwrapped.lm
+
+    def _copy() -> gym.Env:
+        return gym.make(spec, model=model)
+
+    try:
+        if n_envs > 1 and _wrapper_chain(_copy()) != _wrapper_chain(env):  # a wrapper the spec did not rebuild
+            return None
+    except ValueError:  # gymnasium: a wrapper that does not record its arguments cannot be recreated
+        return None
+
+    def _wrap(sub: gym.Env) -> gym.Env:
+        return Monitor(sub) if monitor else sub
+
+    env_fns: list[Callable[[], gym.Env]] = [lambda: _wrap(env)]
+    env_fns += [lambda: _wrap(_copy()) for _ in range(n_envs - 1)]
+    return GroupVecEnv(env_fns)
+
+
+def _wrapper_chain(env: gym.Env) -> list[type]:
+    """The classes of ``env``'s wrappers, outermost first, without the ones ``gym.make`` adds itself."""
+    chain = []
+    while isinstance(env, gym.Wrapper):
+        if not isinstance(env, _MAKE_WRAPPERS):
+            chain.append(type(env))
+        env = env.env
+    return chain

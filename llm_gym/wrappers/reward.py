@@ -1,4 +1,4 @@
-"""Reward-shaping wrappers for llm-gym envs; each works on sequence and token envs alike.
+"""Reward-shaping wrappers for llm-gym envs; each works on sequence, token and multi-turn envs.
 
 Two kinds:
 
@@ -24,6 +24,28 @@ precomputed terms (:meth:`_EpisodeEndTerm.prime_terms`), used on the episode's l
 :meth:`_EpisodeEndTerm.prime_key` matches the queue's head.
 :func:`llm_gym.envs.batch_scoring.prime_sequence_rollout` uses both to score a whole sequence-level
 rollout with one call per reward function while every step still returns its own reward and info.
+
+**Multi-turn episodes** (:class:`~llm_gym.envs.multiturn.MultiTurnEnv`: one step = one assistant turn):
+
+- An episode-end term is added on the step that ends the episode, whether the env terminated it (a final
+  turn) or truncated it (``max_turns``, the context budget, :class:`~llm_gym.wrappers.TurnLimit`). It scores
+  the LAST turn as the response: ``info["response_text"]`` is that turn's text (the final answer, or the
+  last tool call / guess of a truncated episode) and ``info["prompt_text"]`` the episode's first prompt.
+  Intermediate turns pass through unchanged (their tool costs stay).
+- :class:`LengthPenalty` charges the episode's assistant tokens (``info["assistant_token_count"]``, every
+  sampled token of every turn, EOS included; env messages are free), at the same per-token price as on a
+  single-turn env. :class:`OverlongPenalty` applies DAPO's penalty to EVERY turn against ``max_new_tokens``
+  (each turn has that budget, and a turn cut at the budget mid-episode is as incomplete as a final one)
+  and adds the sum over the turns (lengths from ``info["turn_spans"]``).
+- The term is also added to ``info["episode_reward_components"]`` (same key as in
+  ``info["reward_components"]``), so the episode's totals hold every term its steps recorded (they sum to
+  the return under the same conditions as a step's components: no per-step transform or ``replace=True``
+  outside, and unit weights in the env's own reward). :class:`ScaleReward` / :class:`ClipReward` act on every
+  turn's reward (the clip bounds each turn's reward, not the episode's return).
+- Batched scoring is single-turn only: :func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout` returns
+  False on multi-turn envs (nothing primed) and :meth:`_EpisodeEndTerm.prime_terms` raises, so every term is
+  computed on its step. SB3's ``Monitor`` (e.g. ``make_group_vec_env(..., monitor=True)``) records the sum
+  of the wrapped step rewards. :class:`~llm_gym.wrappers.ProcessReward` rejects multi-turn envs.
 
 >>> import gymnasium as gym, llm_gym  # doctest: +SKIP
 >>> env = gym.make("LLMMath-v0", format_weight=0.0)  # doctest: +SKIP
@@ -65,6 +87,13 @@ def _finite(value: Any, what: str) -> float:
     return float(value)
 
 
+def _is_multiturn(env: gym.Env) -> bool:
+    """Whether ``env`` (possibly wrapped) is a :class:`~llm_gym.envs.multiturn.MultiTurnEnv`."""
+    from llm_gym.envs.multiturn import MultiTurnEnv  # lazy: importing llm_gym.envs imports this module
+
+    return isinstance(env.unwrapped, MultiTurnEnv)
+
+
 def _unique_key(components: dict[str, Any], name: str) -> str:
     """``name``, or ``name_2``, ``name_3``... for the first one not yet in ``components``."""
     key, i = name, 1
@@ -78,12 +107,16 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Base of the wrappers that add a term to the reward of the step that ends an episode.
 
     Subclasses set ``name`` and implement :meth:`term`; ``replace=True`` makes the term the whole reward
-    of that step instead of adding it.
+    of that step instead of adding it (on a multi-turn env the earlier turns' rewards stay).
 
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
-        name: Key of the term in ``info["reward_components"]``.
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
+        name: Key of the term in ``info["reward_components"]`` (and ``info["episode_reward_components"]``).
         replace: Replace the last step's reward with the term instead of adding it.
+
+    Attributes:
+        multi_turn: True when the base env is a :class:`~llm_gym.envs.multiturn.MultiTurnEnv` (see the
+            module docstring for the multi-turn semantics).
     """
 
     #: ``info`` keys :meth:`term` reads; checked on the last step with a clear error.
@@ -95,6 +128,7 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}.")
         self.name = name
         self.replace = bool(replace)
+        self.multi_turn = _is_multiturn(env)
         self._primed_terms: deque[tuple[tuple, float]] = deque()
 
     def term(self, info: dict[str, Any]) -> float:
@@ -126,8 +160,15 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
         :func:`llm_gym.envs.batch_scoring.prime_sequence_rollout` fills it.
 
         Raises:
-            ValueError: ``keys`` and ``values`` differ in length.
+            ValueError: ``keys`` and ``values`` differ in length, or the env is multi-turn (batched scoring is
+                single-turn only: a multi-turn term depends on the whole episode, so it is computed on the
+                step that ends it).
         """
+        if self.multi_turn:
+            raise ValueError(
+                f"{type(self).__name__}.prime_terms: batched scoring is single-turn only, and this env is "
+                f"multi-turn ({type(self.unwrapped).__name__}). Step it without priming: the term is computed "
+                f"on the step that ends each episode.")
         if len(keys) != len(values):
             raise ValueError(f"prime_terms needs one value per key, got {len(keys)} keys and {len(values)} values.")
         self._primed_terms.extend((key, float(value)) for key, value in zip(keys, values, strict=True))
@@ -161,13 +202,20 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """``(reward, info)`` of the episode's last step with the term ``value`` added (or substituted).
 
         ``info`` is not mutated: the result holds a copy of ``info["reward_components"]`` with the term
-        under :attr:`name` (suffixed when the name is taken).
+        under :attr:`name` (suffixed when the name is taken in it or in ``info["episode_reward_components"]``),
+        and, when ``info`` has ``episode_reward_components`` (multi-turn envs), a copy of that with the term
+        under the same key.
         """
         value = float(value)
         reward = value if self.replace else float(reward) + value
         components = dict(info.get("reward_components", {}))
-        components[_unique_key(components, self.name)] = value
-        return reward, {**info, "reward_components": components}
+        episode = info.get("episode_reward_components")
+        key = _unique_key({**components, **(episode or {})}, self.name)
+        components[key] = value
+        out = {**info, "reward_components": components}
+        if episode is not None:
+            out["episode_reward_components"] = {**episode, key: value}
+        return reward, out
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Step the env; on the episode's last step add (or substitute) the term and record it in ``info``.
@@ -184,8 +232,9 @@ class _EpisodeEndTerm(gym.Wrapper, gym.utils.RecordConstructorArgs):
             if missing:
                 raise RuntimeError(
                     f"{type(self).__name__} needs info{missing} on the step that ends the episode, but the "
-                    f"wrapped env did not provide it. Wrap an llm-gym SequenceEnv or TokenEnv, and do not "
-                    f"put a wrapper that ends episodes mid-response (e.g. TimeLimit) inside this one."
+                    f"wrapped env did not provide it. Wrap an llm-gym SequenceEnv, TokenEnv or MultiTurnEnv, "
+                    f"and do not put a wrapper that ends episodes mid-response (e.g. TimeLimit) inside this "
+                    f"one (on a multi-turn env, limit turns with llm_gym.wrappers.TurnLimit)."
                 )
             value = self._take_primed(info)
             reward, info = self.apply_term(reward, info, float(self.term(info)) if value is None else value)
@@ -199,10 +248,17 @@ class OverlongPenalty(_EpisodeEndTerm):
     penalty of :func:`llm_gym.rewards.overlong_penalty` for ``info["response_length"]`` tokens is added to
     the reward and reported as ``info["reward_components"]["overlong_penalty"]``; other steps are unchanged.
 
+    Multi-turn env: every turn is a response with its own ``max_new_tokens`` budget, so the term is the SUM
+    over the episode's turns of ``overlong_penalty(turn length)`` (turn lengths in tokens from
+    ``info["turn_spans"]``), in ``[-penalty_factor * turns, 0]``, added on the step that ends the episode.
+    Penalising only the last turn would let intermediate turns (tool calls) run into the budget for free;
+    a one-turn episode pays exactly the single-turn penalty.
+
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
         overlong_buffer: ``L_cache`` in tokens; default 20 % of ``max_new_tokens`` (DAPO: 4096 of 20480).
-        penalty_factor: Penalty at ``max_new_tokens`` tokens is ``-penalty_factor``.
+        penalty_factor: Penalty at ``max_new_tokens`` tokens is ``-penalty_factor`` (per turn on a
+            multi-turn env).
 
     Raises:
         ValueError: ``overlong_buffer`` outside ``[0, max_new_tokens]`` or ``penalty_factor < 0``.
@@ -219,9 +275,20 @@ class OverlongPenalty(_EpisodeEndTerm):
         self.overlong_buffer = round(0.2 * self.max_length) if overlong_buffer is None else int(overlong_buffer)
         self.penalty_factor = float(penalty_factor)
         overlong_penalty([0], self.max_length, self.overlong_buffer, self.penalty_factor)  # validates
+        if self.multi_turn:
+            self.required_keys = ("turn_spans",)
 
     def term(self, info: dict[str, Any]) -> float:
-        """``overlong_penalty(response_length)``, in ``[-penalty_factor, 0]``."""
+        """``overlong_penalty(response_length)``, in ``[-penalty_factor, 0]``; multi-turn: summed over turns.
+
+        Args:
+            info: The last step's info (``response_length``; multi-turn: ``turn_spans``, ``(start, end)``
+                token indices of each turn).
+        """
+        if self.multi_turn:
+            lengths = [end - start for start, end in info["turn_spans"]]
+            return float(overlong_penalty(lengths, self.max_length, self.overlong_buffer,
+                                          self.penalty_factor).sum())
         return float(overlong_penalty([info["response_length"]], self.max_length, self.overlong_buffer,
                                       self.penalty_factor)[0])
 
@@ -233,11 +300,17 @@ class LengthPenalty(_EpisodeEndTerm):
     included), added on the step that ends the episode and reported as
     ``info["reward_components"][name]``.
 
+    Multi-turn env: the length is the episode's assistant tokens, ``info["assistant_token_count"]`` (every
+    sampled token of every turn; env messages are not the policy's and cost nothing), so the episode pays
+    ``-coef * assistant_tokens / max_length`` once, on its last step. The default normaliser stays
+    ``max_new_tokens``: a token costs the same as in a single-turn episode whatever ``max_turns`` is, and
+    the term is in ``[-coef * max_turns, 0]``.
+
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
         coef: Penalty at ``max_length`` tokens, a finite number >= 0.
         max_length: Normaliser in tokens; default the env's ``max_new_tokens`` (so the term is in
-            ``[-coef, 0]``).
+            ``[-coef, 0]`` for one response).
         name: Key in ``info["reward_components"]``.
 
     Raises:
@@ -253,10 +326,17 @@ class LengthPenalty(_EpisodeEndTerm):
         self.max_length = int(env.get_wrapper_attr("max_new_tokens") if max_length is None else max_length)
         length_penalty([0], self.max_length, coef)  # validates
         self.coef = float(coef)
+        if self.multi_turn:
+            self.required_keys = ("assistant_token_count",)
 
     def term(self, info: dict[str, Any]) -> float:
-        """``-coef * response_length / max_length``."""
-        return float(length_penalty([info["response_length"]], self.max_length, self.coef)[0])
+        """``-coef * response_length / max_length`` (multi-turn: ``assistant_token_count`` for the length).
+
+        Args:
+            info: The last step's info.
+        """
+        length = info["assistant_token_count"] if self.multi_turn else info["response_length"]
+        return float(length_penalty([length], self.max_length, self.coef)[0])
 
 
 class RewardFunction(_EpisodeEndTerm):
@@ -276,8 +356,13 @@ class RewardFunction(_EpisodeEndTerm):
     tokens (process rewards) stay, and step rewards the env pays on the last token are replaced too, so
     put process-reward wrappers outside this one.
 
+    On a multi-turn env ``fn`` scores the LAST turn (``info["response_text"]``: the final answer, or the last
+    turn of a truncated episode) against the episode's prompt, on the step that ends the episode, and the
+    term is also added to ``info["episode_reward_components"]``. ``replace=True`` replaces that step's
+    reward only: rewards of earlier turns (tool costs) stay in the return.
+
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
         fn: A batched reward function ``fn(prompts, responses, answers, **problem_fields)`` (see
             :class:`llm_gym.rewards.RewardFunction`), e.g. a reward-model scorer.
         weight: Finite multiplier of the value.
@@ -347,10 +432,11 @@ class RewardModel(RewardFunction):
     example an outcome reward model scoring ``prompts[i] + responses[i]``); it is called on a batch of
     one per finished response, or once per rollout when the rollout is primed
     (:func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout`). The env's own components (``accuracy``...) stay in
-    ``info["reward_components"]`` for logging.
+    ``info["reward_components"]`` for logging. On a multi-turn env the scorer sees the prompt and the last
+    turn, on the step that ends the episode (see :class:`RewardFunction`).
 
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
         scorer: ``scorer(prompts, responses, answers, **problem_fields) -> N scores``.
         weight: Finite multiplier of the score.
         replace: Replace the env's reward (default) or add ``weight * score`` to it.
@@ -378,10 +464,11 @@ class FormatReward(RewardFunction):
     The format reward is :func:`llm_gym.rewards.boxed_format_reward` (1.0 when the response has a complete
     ``\\boxed{...}``), or :func:`llm_gym.rewards.regex_format_reward` (1.0 when ``re.search(pattern,
     response, flags)`` matches) when ``pattern`` is given. Recorded as ``info["reward_components"][name]``
-    (the weighted term).
+    (the weighted term). On a multi-turn env it checks the last turn, on the step that ends the episode
+    (a truncated episode's last turn is a tool call or a guess, so a ``\\boxed{}`` check gives 0).
 
     Args:
-        env: An llm-gym env (``SequenceEnv`` or ``TokenEnv``, possibly wrapped).
+        env: An llm-gym env (``SequenceEnv``, ``TokenEnv`` or ``MultiTurnEnv``, possibly wrapped).
         weight: Finite multiplier.
         pattern: Optional regular expression; ``None`` = the ``\\boxed{}`` check.
         flags: ``re`` flags for ``pattern`` (e.g. ``re.DOTALL``).
@@ -407,7 +494,8 @@ class FormatReward(RewardFunction):
 class ScaleReward(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
     """Multiply every step's reward by ``scale`` (intermediate token rewards included).
 
-    ``info`` is unchanged: ``info["reward_components"]`` keeps the unscaled terms.
+    ``info`` is unchanged: ``info["reward_components"]`` keeps the unscaled terms. On a multi-turn env
+    every turn's reward is scaled, so the episode's return is scaled by ``scale``.
 
     Args:
         env: Any env (an llm-gym env, possibly wrapped).
@@ -435,7 +523,8 @@ class ClipReward(gymnasium.wrappers.ClipReward):
 
     Gymnasium's :class:`gymnasium.wrappers.ClipReward` with scalar bounds, checked with a ``ValueError``,
     and a Python ``float`` reward. On a token env intermediate steps pay 0.0, so a ``min_reward > 0`` (or
-    ``max_reward < 0``) changes them too. ``info`` is unchanged.
+    ``max_reward < 0``) changes them too. On a multi-turn env each turn's reward is clipped, not the
+    episode's return (three tool costs of -0.5 clipped at -1 still sum to -1.5). ``info`` is unchanged.
 
     Args:
         env: Any env (an llm-gym env, possibly wrapped).

@@ -429,3 +429,21 @@ def test_arithmetic_tool_problems():
         arithmetic_tool_problems(3, difficulty=5)
     with pytest.raises(ValueError, match="unknown split"):
         arithmetic_tool_problems(3, split="dev")
+
+
+def test_few_shot_messages_come_before_the_question(tool_env, make_env):
+    demo = [{"role": "user", "content": "What is 2 * 3?"}, {"role": "assistant", "content": "<calc>2 * 3</calc>"},
+            {"role": "tool", "content": "2 * 3 = 6"}, {"role": "assistant", "content": "\\boxed{6}"}]
+    env = tool_env(few_shot=demo, prompt_template="{question}")
+    # the tiny model's chat template, worked out by hand: every message as <|im_start|>role\ncontent<|im_end|>\n
+    assert env.prompts[0] == (
+        "<|im_start|>user\nWhat is 2 * 3?<|im_end|>\n<|im_start|>assistant\n<calc>2 * 3</calc><|im_end|>\n"
+        "<|im_start|>tool\n2 * 3 = 6<|im_end|>\n<|im_start|>assistant\n\\boxed{6}<|im_end|>\n"
+        "<|im_start|>user\nWhat is 12 * 34?<|im_end|>\n<|im_start|>assistant\n")
+    _, info = env.reset(seed=0)
+    assert info["prompt_token_count"] == len(env.lm.tokenizer(env.prompts[0])["input_ids"])  # all of it is prompt
+    plain = make_env(few_shot=demo[:2], chat_template=False, prompt_template="Q: {question}")
+    assert plain.prompts[0].startswith("User: What is 2 * 3?\nAssistant: <calc>2 * 3</calc>\nQ: ")
+    for bad in ("hello", [{"role": "user"}], [{"role": 1, "content": "x"}], {"role": "user", "content": "x"}):
+        with pytest.raises(TypeError, match="few_shot"):
+            tool_env(few_shot=bad)

@@ -497,7 +497,7 @@ def test_as_problems_refuses_duplicate_ids() -> None:
 
 
 def test_get_problems_defaults() -> None:
-    assert TASKS == ("arithmetic", "gsm8k", "gsm_symbolic")
+    assert TASKS == ("arithmetic", "gsm8k", "gsm_symbolic", "arithmetic_tool")
     assert len(get_problems()) == split_capacity(1, "train")
     assert len(get_problems(split="test")) == split_capacity(1, "test")
     assert len(get_problems(difficulty=2)) == 2000
@@ -508,6 +508,54 @@ def test_get_problems_defaults() -> None:
     assert get_problems("arithmetic", n=5, seed=2, difficulty=3) == arithmetic_problems(5, 3, seed=2)
 
 
+def test_get_problems_arithmetic_tool() -> None:
+    # First problems for seed 0, multiplied out by hand: 508 * 350 = 177800; 219 * 376 = 82344, + 531 = 82875
+    first = get_problems("arithmetic_tool", n=2, difficulty=[1, 2])
+    assert [(p.question, p.answer, p.solution, p.difficulty) for p in first] == [
+        ("What is 508 * 350?", "177800", "508 * 350 = 177800", 1),
+        ("What is 219 * 376 + 531?", "82875", "219 * 376 = 82344\n82344 + 531 = 82875", 2),
+    ]
+    assert [p.question for p in get_problems("arithmetic_tool", split="test", n=1)] == ["What is 90 * 247?"]
+    assert len(get_problems("arithmetic_tool")) == 1000
+    assert len(get_problems("arithmetic_tool", split="test")) == 200
+    problems = get_problems("arithmetic_tool", split="test", n=12, seed=4, difficulty=(3, 4))
+    assert problems == tasks.arithmetic_tool_problems(12, difficulty=(3, 4), split="test", seed=4)
+    assert [p.difficulty for p in problems] == [3] * 6 + [4] * 6
+    for problem in problems:  # every answer is the exact value of its expression, evaluated here
+        assert problem.source == "arithmetic_tool"
+        assert problem.id.startswith(f"arithmetic_tool/L{problem.difficulty}/test/")
+        assert problem.answer == str(int(safe_eval(expression_of(problem))))
+
+
+def test_arithmetic_tool_task_gives_every_env_the_same_problems(tiny_model_dir: Path) -> None:
+    """The same problems with and without the calculator: SequenceEnv, TokenEnv and ToolMathEnv agree."""
+    import gymnasium as gym
+    import numpy as np
+
+    import llm_gym  # noqa: F401  (registers the envs)
+    from llm_gym.envs.multiturn import ToolMathEnv
+
+    common = {"model": str(tiny_model_dir), "device": "cpu", "task": "arithmetic_tool", "split": "test",
+              "n_problems": 7, "seed": 5, "difficulty": (2, 1), "max_prompt_length": None}
+    envs = [
+        gym.make("LLMMath-v0", **common).unwrapped,
+        gym.make("LLMMathToken-v0", **common).unwrapped,
+        ToolMathEnv(**common),
+        ToolMathEnv(**(common | {"difficulty": np.array([1, 2])})),  # the same levels as an array
+    ]
+    expected = tasks.arithmetic_tool_problems(7, difficulty=[1, 2], split="test", seed=5)
+    assert [p.difficulty for p in expected] == [1, 1, 1, 1, 2, 2, 2]  # 7 = 4 + 3, easiest level first
+    for env in envs:
+        assert env.task == "arithmetic_tool"
+        assert [(p.id, p.question, p.answer) for p in env.problems] == [
+            (p.id, p.question, p.answer) for p in expected
+        ]
+        _, info = env.reset(seed=0, options={"problem_id": 5})
+        assert info["answer"] == expected[5].answer
+    # Same problem, different prompts: only the tool env explains the calculator.
+    assert "<calc>" in envs[2].prompts[0] and "<calc>" not in envs[0].prompts[0]
+
+
 def test_get_problems_gsm_symbolic_default(symbolic_train: list[Problem]) -> None:
     problems = get_problems("gsm_symbolic", split="test")
     assert len(problems) == 500
@@ -515,13 +563,23 @@ def test_get_problems_gsm_symbolic_default(symbolic_train: list[Problem]) -> Non
 
 @pytest.mark.parametrize("task", ["gsm9k", "", "arithmetics", "problems.json"])
 def test_get_problems_unknown_task(task: str) -> None:
-    with pytest.raises(ValueError, match=r"valid tasks are \['arithmetic', 'gsm8k', 'gsm_symbolic'\]"):
+    with pytest.raises(
+        ValueError, match=r"valid tasks are \['arithmetic', 'gsm8k', 'gsm_symbolic', 'arithmetic_tool'\]"
+    ):
         get_problems(task)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"split": "dev"}, {"n": 0}, {"n": -3}, {"task": "gsm8k", "split": "test", "n": 101}, {"difficulty": 7}],
+    [
+        {"split": "dev"},
+        {"n": 0},
+        {"n": -3},
+        {"task": "gsm8k", "split": "test", "n": 101},
+        {"difficulty": 7},
+        {"task": "arithmetic_tool", "difficulty": 5},
+        {"task": "arithmetic_tool", "split": "dev"},
+    ],
 )
 def test_get_problems_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -535,6 +593,7 @@ def test_public_exports() -> None:
         "problem_from_dict",
         "get_problems",
         "arithmetic_problems",
+        "arithmetic_tool_problems",
         "gsm8k_problems",
         "gsm_symbolic_problems",
         "load_jsonl",

@@ -1,23 +1,11 @@
-"""Multi-turn environments: one step = one assistant turn, token in / token out.
+"""The multi-turn env base: :class:`MultiTurnEnv` (one step = one assistant turn) and :class:`TurnResult`.
 
-:class:`MultiTurnEnv` keeps the exact token ids of a conversation: the prompt, every turn the policy
-sampled (appended as they are, never decoded and re-encoded) and every message the env inserts (the
-only text the env tokenizes). ``assistant_mask`` marks the sampled tokens, so an algorithm gives a
-gradient to them and to nothing else. A subclass decides what the env answers to a turn
-(:meth:`MultiTurnEnv.respond`):
-
-* :class:`ToolMathEnv` (``"LLMToolMath-v0"``): the model calls a calculator with ``<calc>EXPR</calc>``,
-  the env sends the result back; a turn without a call is the final answer, scored like
-  :class:`~llm_gym.envs.sequence.SequenceEnv`.
-* :class:`GuessNumberEnv` (``"LLMGuessNumber-v0"``): guess a secret integer, the env answers
-  ``higher`` / ``lower``; a correct guess ends the episode with reward 1.
+See :mod:`llm_gym.envs.multiturn` for the family; subclasses implement :meth:`MultiTurnEnv.respond`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +16,9 @@ from llm_gym.envs.common import LLMEnvBase, problem_fields
 from llm_gym.envs.sequence import _check_action
 from llm_gym.lm import LanguageModel
 from llm_gym.rewards import math_answer_reward
-from llm_gym.tasks import Problem
-from llm_gym.tasks.arithmetic_tool import arithmetic_tool_problems
-from llm_gym.validation import check_int, check_real
+from llm_gym.validation import check_int
 
-__all__ = [
-    "GUESS_QUESTION",
-    "TOOL_PROMPT_TEMPLATE",
-    "GuessNumberEnv",
-    "MultiTurnEnv",
-    "ToolMathEnv",
-    "TurnResult",
-]
+__all__ = ["MultiTurnEnv", "TurnResult"]
 
 # Content of the stand-in assistant message whose end the chat template's end-of-turn text follows.
 _PLACEHOLDER = "ASSISTANT_TURN_PLACEHOLDER"
@@ -128,8 +107,8 @@ class MultiTurnEnv(LLMEnvBase):
         model: As SequenceEnv (any :class:`~llm_gym.envs.sequence.SequenceEnv` keyword argument passes
             through ``**kwargs``: ``task``, ``dataset``, ``max_new_tokens``, ``max_prompt_length``,
             ``reward_fn``, ``prompt_template``, ``system_prompt``, ``chat_template``, ``seed``, ...).
-            ``task="arithmetic_tool"`` selects
-            :func:`~llm_gym.tasks.arithmetic_tool.arithmetic_tool_problems`.
+            ``task`` is any name of :data:`llm_gym.tasks.TASKS` (``"arithmetic_tool"``:
+            :func:`~llm_gym.tasks.arithmetic_tool.arithmetic_tool_problems`) or a ``.jsonl`` path.
         max_turns: Most assistant turns per episode, an integer >= 1.
         max_context_length: ``C`` in tokens, an integer with ``L + T <= C <=`` the model's context; None =
             the default rule above.
@@ -166,10 +145,7 @@ class MultiTurnEnv(LLMEnvBase):
                 f"{owner}: process_reward_fn is not supported in multi-turn episodes yet (step "
                 f"rewards are per response); leave it None and use the outcome reward."
             )
-        kwargs, task = _with_tool_task(kwargs, owner)
         super().__init__(model, **kwargs)
-        if task is not None:
-            self.task = task
         self._system_prompt = kwargs.get("system_prompt")
         self._chat = bool(kwargs.get("chat_template", True)) and self.lm.tokenizer.chat_template is not None
         for role in self.message_roles:
@@ -451,218 +427,3 @@ class MultiTurnEnv(LLMEnvBase):
         if self.render_mode == "ansi" and self._problem_id is not None:
             return self.lm.tokenizer.decode(self._conv.tolist(), skip_special_tokens=False)
         return None
-
-
-def _with_tool_task(kwargs: dict[str, Any], owner: str) -> tuple[dict[str, Any], str | None]:
-    """``(kwargs, task)``: ``task="arithmetic_tool"`` made into its problems (``dataset``), else unchanged."""
-    if kwargs.get("task") != "arithmetic_tool" or kwargs.get("dataset") is not None:
-        return kwargs, None
-    kwargs = dict(kwargs)
-    n = check_int("n_problems", kwargs.pop("n_problems", None), minimum=1, allow_none=True, owner=owner)
-    seed = check_int("seed", kwargs.get("seed", 0), owner=owner)
-    difficulty = kwargs.get("difficulty", 1)
-    if isinstance(difficulty, np.ndarray):
-        difficulty = tuple(int(d) for d in difficulty.reshape(-1))
-    kwargs["dataset"] = arithmetic_tool_problems(
-        n, difficulty=difficulty, split=kwargs.get("split", "train"), seed=seed
-    )
-    return kwargs, "arithmetic_tool"
-
-
-TOOL_PROMPT_TEMPLATE = (
-    "{question}\nYou have a calculator: write <calc>EXPRESSION</calc> "
-    "(for example <calc>12 * 34 + 5</calc>) and "
-    "end your message; the result comes back in the next message. When you know the answer, reply without a "
-    "calculator call and put your final answer within \\boxed{{}}."
-)
-
-
-class ToolMathEnv(MultiTurnEnv):
-    """Math with a calculator tool: ``<calc>EXPR</calc>`` calls it, a turn without a call is the final answer.
-
-    The default task, ``"arithmetic_tool"`` (:func:`~llm_gym.tasks.arithmetic_tool.arithmetic_tool_problems`),
-    asks for exact multi-digit results such as ``"What is 234 * 567 - 89?"``; any SequenceEnv task
-    (``"arithmetic"``, ``"gsm8k"``, ``"gsm_symbolic"``, a ``.jsonl`` path or ``dataset=``) works too. The
-    default ``prompt_template`` (:data:`TOOL_PROMPT_TEMPLATE`) explains the calculator syntax.
-
-    A turn with tool calls (found by :func:`llm_gym.tools.run_tool_calls`): the env runs every call with
-    the calculator, which never raises (a bad expression such as ``1/0`` or ``foo`` gets an ``"Error: ..."``
-    result), and answers with one line per call as a ``tool_role`` message: ``"{expression} = {result}"``,
-    or ``"{expression}: Error: ..."``. The step's reward is ``-tool_call_cost`` per call (component
-    ``"tool_cost"``). Text after a call stays in the turn as sampled (a sampler may stop at ``</calc>``).
-
-    A turn without tool calls is final: it is scored with the env's reward like a SequenceEnv response
-    (default: math-verify ``accuracy`` of its ``\\boxed{}`` answer, plus ``format_weight`` x ``format``, or
-    ``reward_fn``), and the episode terminates. Truncation (``max_turns`` or the context budget) scores
-    accuracy 0.
-
-    Info (besides MultiTurnEnv's): ``tool_calls``, this turn's list of ``(expression, result)``.
-
-    Args:
-        model: As :class:`MultiTurnEnv`.
-        task: The problems' task (default ``"arithmetic_tool"``).
-        tool_call_cost: Reward subtracted per tool call, a finite number >= 0.
-        tool_role: Chat role of the tool's reply (``"tool"``; ``"user"`` for a template without a tool role).
-        prompt_template: ``str.format`` template with ``{question}``.
-        max_turns: As MultiTurnEnv (default 4: up to 3 rounds of calls, then an answer).
-        **kwargs: MultiTurnEnv's and SequenceEnv's arguments.
-
-    Raises:
-        ImportError: :mod:`llm_gym.tools` is missing.
-        ValueError: a bad ``tool_call_cost`` or ``tool_role``, a template that rejects ``tool_role``, or any
-            MultiTurnEnv constructor error.
-    """
-
-    def __init__(
-        self,
-        model: str | os.PathLike | LanguageModel | None = None,
-        task: str = "arithmetic_tool",
-        tool_call_cost: float = 0.0,
-        tool_role: str = "tool",
-        prompt_template: str = TOOL_PROMPT_TEMPLATE,
-        max_turns: int = 4,
-        **kwargs: Any,
-    ):
-        owner = type(self).__name__
-        self.tool_call_cost = check_real("tool_call_cost", tool_call_cost, minimum=0, owner=owner)
-        if not isinstance(tool_role, str) or not tool_role:
-            raise ValueError(
-                f"{owner}: tool_role must be a non-empty chat role such as 'tool' or 'user', got "
-                f"{tool_role!r}."
-            )
-        self.tool_role = tool_role
-        self.message_roles = (tool_role,)
-        try:
-            from llm_gym.tools import run_tool_calls
-        except ImportError as exc:
-            raise ImportError(
-                f"{owner} needs llm_gym.tools (run_tool_calls, the calculator): {exc}. Install "
-                f"llm-gym completely (the module ships with it)."
-            ) from exc
-        self._run_tool_calls: Callable[[str], list] = run_tool_calls
-        super().__init__(model, max_turns=max_turns, task=task, prompt_template=prompt_template, **kwargs)
-
-    def respond(self, turn_text: str) -> TurnResult:
-        """Run the turn's calculator calls and send the results back; no call = final answer, scored.
-
-        Args:
-            turn_text: The turn's text.
-
-        Returns:
-            A :class:`TurnResult`: the tool's reply and ``-tool_call_cost`` per call, or (no call) None with
-            the env's reward of the answer.
-
-        Raises:
-            RewardFunctionError: a reward function failed on a final answer.
-        """
-        calls = [(call.expression, str(result)) for call, result in self._run_tool_calls(turn_text)]
-        if not calls:
-            total, components, accuracy = self.score_text(turn_text)
-            return TurnResult(None, total, components, accuracy, info={"tool_calls": []})
-        lines = [f"{expr}: {res}" if res.startswith("Error") else f"{expr} = {res}" for expr, res in calls]
-        cost = 0.0 - self.tool_call_cost * len(calls)  # 0.0, not -0.0, without a cost
-        return TurnResult(
-            "\n".join(lines), cost, {"tool_cost": cost}, role=self.tool_role, info={"tool_calls": calls}
-        )
-
-
-GUESS_QUESTION = (
-    "I am thinking of an integer between {low} and {high}. Guess it: reply with one integer, and I "
-    "will tell you whether my number is higher or lower."
-)
-_INTEGER = re.compile(r"-?\d+")
-_MAX_SECRETS = 10_000
-
-
-class GuessNumberEnv(MultiTurnEnv):
-    """Guess a secret integer in ``[low, high]``; the env answers ``"higher"`` or ``"lower"``.
-
-    Problems are synthetic: one :class:`~llm_gym.tasks.Problem` per secret (id
-    ``"guess_number/{low}-{high}/{secret}"``, the same question for all, ``answer`` = the secret), so reset
-    draws the secret from ``np_random`` (reproducible with ``reset(seed=...)``) and
-    ``options={"problem_id": k}`` picks secret ``low + k``.
-
-    Each turn's guess is the last integer in its text. A guess below the secret gets ``"higher"``, above
-    it ``"lower"`` (as a user message), no integer gets a reminder to reply with one; the correct guess
-    terminates the episode with reward 1.0 (``accuracy`` 1.0). Every other step pays 0.0; ``max_turns``
-    (default 7, enough for binary search over 1..100) truncates with accuracy 0. Info adds ``guess`` (this
-    turn's integer, or None).
-
-    Args:
-        model: As :class:`MultiTurnEnv`.
-        low: Smallest secret, an integer.
-        high: Largest secret, an integer >= ``low``, with at most 10,000 secrets.
-        max_turns: As MultiTurnEnv.
-        prompt_template: ``str.format`` template with ``{question}``.
-        **kwargs: MultiTurnEnv's and SequenceEnv's arguments, except ``task``, ``dataset``, ``n_problems``
-            and ``reward_fn`` (the env defines its problems and reward).
-
-    Raises:
-        ValueError: a bad ``low`` / ``high``, one of the excluded arguments, or any MultiTurnEnv error.
-    """
-
-    def __init__(
-        self,
-        model: str | os.PathLike | LanguageModel | None = None,
-        low: int = 1,
-        high: int = 100,
-        max_turns: int = 7,
-        prompt_template: str = "{question}",
-        **kwargs: Any,
-    ):
-        owner = type(self).__name__
-        self.low = check_int("low", low, owner=owner)
-        self.high = check_int("high", high, minimum=self.low, owner=owner)
-        if self.high - self.low + 1 > _MAX_SECRETS:
-            raise ValueError(
-                f"{owner}: [low, high] = [{low}, {high}] holds more than {_MAX_SECRETS} secrets (one "
-                f"problem each); narrow the range."
-            )
-        given = sorted(
-            key for key in ("task", "dataset", "n_problems", "reward_fn") if kwargs.get(key) is not None
-        )
-        if given:
-            raise ValueError(
-                f"{owner}: {given[0]} cannot be set: the env has one problem per secret in [low, high] "
-                f"and rewards a correct guess; set low and high instead."
-            )
-        question = GUESS_QUESTION.format(low=self.low, high=self.high)
-        problems = [
-            Problem(
-                id=f"guess_number/{self.low}-{self.high}/{s}",
-                question=question,
-                answer=str(s),
-                source="guess_number",
-            )
-            for s in range(self.low, self.high + 1)
-        ]
-        super().__init__(
-            model, max_turns=max_turns, dataset=problems, prompt_template=prompt_template, **kwargs
-        )
-        self.task = "guess_number"
-
-    @property
-    def secret(self) -> int:
-        """The current episode's secret (raises ``RuntimeError`` before the first reset)."""
-        if self._problem_id is None:
-            raise RuntimeError("Call reset() before reading the secret.")
-        return int(self.problems[self._problem_id].answer)
-
-    def respond(self, turn_text: str) -> TurnResult:
-        """``"higher"`` / ``"lower"`` for a wrong guess, None (final, reward 1.0) for the secret.
-
-        Args:
-            turn_text: The turn's text; its last integer is the guess.
-
-        Returns:
-            A :class:`TurnResult`.
-        """
-        numbers = _INTEGER.findall(turn_text)
-        if not numbers:
-            return TurnResult(
-                f"Please reply with one integer between {self.low} and {self.high}.", info={"guess": None}
-            )
-        guess = int(numbers[-1])
-        if guess == self.secret:
-            return TurnResult(None, 1.0, {"accuracy": 1.0}, 1.0, info={"guess": guess})
-        return TurnResult("higher" if guess < self.secret else "lower", info={"guess": guess})
