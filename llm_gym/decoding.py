@@ -292,7 +292,8 @@ class ConversationSampler:
             tokens[writing] = sample_tokens(g.state.logits[writing.to(g.state.logits.device)], g.temperature,
                                             g.top_p, g.do_sample).cpu()
             turn[live[writing], t] = tokens[writing]
-            writing &= tokens != self.eos_token_id if self.eos_token_id is not None else writing
+            if self.eos_token_id is not None:
+                writing &= tokens != self.eos_token_id
             if t == max_new_tokens - 1 or not bool(writing.any()):
                 break
             feed = torch.where(writing, tokens, torch.full_like(tokens, self.pad_token_id))

@@ -256,20 +256,13 @@ def run_levers(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
 
 def _multi_turn_wave(model, vec_env, args: argparse.Namespace, reuse_cache: bool) -> dict[str, Any]:
     """One greedy wave of ``n_prompts x group_size`` episodes: per-turn seconds, turns, prefilled tokens."""
-    from agents.common.precision import autocast_region
-    from agents.common.turns import run_turns
-    from llm_gym.decoding import ConversationSampler
+    from agents.common.turns import play_wave
 
-    lm, L = vec_env.get_attr("lm")[0], vec_env.get_attr("max_prompt_length")[0]
-    vec_env.set_options([{"problem_id": k % vec_env.get_attr("n_problems")[0]} for k in range(vec_env.num_envs)])
-    obs = vec_env.reset()
+    n_problems = vec_env.get_attr("n_problems")[0]
     seconds: list[float] = []
     start = time.perf_counter()
-    with torch.no_grad(), autocast_region(model):
-        sampler = ConversationSampler(model, torch.as_tensor(obs["input_ids"][:, -L:]),
-                                      torch.as_tensor(obs["attention_mask"][:, -L:]), 1, 1.0, 1.0, lm.pad_token_id,
-                                      lm.eos_token_id, do_sample=False, reuse_cache=reuse_cache)
-        _, infos, _ = run_turns(vec_env, sampler, vec_env.get_attr("max_new_tokens")[0], turn_seconds=seconds)
+    infos, _, sampler = play_wave(model, vec_env, [k % n_problems for k in range(vec_env.num_envs)],
+                                  reuse_cache=reuse_cache, turn_seconds=seconds)
     return {"seconds": time.perf_counter() - start, "turn_seconds": seconds,
             "turns": [i["turns"] for i in infos], "assistant_tokens": sum(i["assistant_token_count"] for i in infos),
             "prefilled_tokens": sampler.prefilled_tokens, "conversations": [i["conversation_text"] for i in infos]}

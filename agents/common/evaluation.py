@@ -11,8 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.common.precision import autocast_region
-from agents.common.turns import is_multi_turn, run_turns
-from llm_gym.decoding import ConversationSampler, sample_responses
+from agents.common.turns import is_multi_turn, play_wave
+from llm_gym.decoding import sample_responses
 from llm_gym.envs.vector import group_vec_env_like
 
 
@@ -130,14 +130,7 @@ def evaluate_episodes(model: torch.nn.Module, env: gym.Env, n_problems: int, bat
     start = time.perf_counter()
     waves = list(_episode_waves(env, n_problems, batch_size))
     for vec_env, ids, n_real in tqdm(waves, disable=not progress_bar, desc="evaluate"):
-        vec_env.set_options([{"problem_id": k} for k in ids])
-        obs = vec_env.reset()
-        L = base.max_prompt_length
-        with torch.no_grad(), autocast_region(model):
-            sampler = ConversationSampler(model, torch.as_tensor(obs["input_ids"][:, -L:]),
-                                          torch.as_tensor(obs["attention_mask"][:, -L:]), 1, temperature, 1.0,
-                                          base.lm.pad_token_id, base.lm.eos_token_id, do_sample=not deterministic)
-            _, infos, step_rewards = run_turns(vec_env, sampler, base.max_new_tokens)
+        infos, step_rewards, _ = play_wave(model, vec_env, ids, not deterministic, temperature)
         rows += [(infos[i], float(sum(step_rewards[i]))) for i in range(n_real)]
     seconds = time.perf_counter() - start
     lengths = [info["assistant_token_count"] for info, _ in rows]

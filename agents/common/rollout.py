@@ -27,7 +27,7 @@ from agents.common.buffers import RolloutSamples, last_token_index
 from agents.common.distributed import all_gather_rows, is_distributed, world_size
 from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
-from agents.common.turns import TurnCollector, is_multi_turn
+from agents.common.turns import TurnCollector, in_waves, is_multi_turn
 from llm_gym.decoding import GroupSampler
 from llm_gym.envs.batch_scoring import prime_sequence_rollout
 
@@ -158,13 +158,7 @@ class RolloutCollector(TurnCollector):
     def _collect_tokens(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
         """Token level: waves of ``num_envs`` sequences, each decoded token by token (KV cache, no prefix
         recomputation) and stepped through the env until every sequence of the wave has ended."""
-        waves = []
-        for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
-            wave = self._token_wave(env, callback, chunk)
-            if wave is None:
-                return None
-            waves.append(wave)
-        return RolloutSamples.concat(waves)
+        return in_waves(env, problem_ids, lambda chunk: self._token_wave(env, callback, chunk))
 
     def _token_wave(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
         n, lm = env.num_envs, self.lm

@@ -30,7 +30,8 @@ from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
 from llm_gym.decoding import ConversationSampler
 
-__all__ = ["TurnCollector", "is_multi_turn", "run_turns", "turn_metrics", "turn_rollout_samples"]
+__all__ = ["TurnCollector", "in_waves", "is_multi_turn", "play_wave", "run_turns", "turn_metrics",
+           "turn_rollout_samples"]
 
 
 def is_multi_turn(observation_space: spaces.Space) -> bool:
@@ -117,6 +118,40 @@ def turn_metrics(infos: list[dict], seconds_per_turn: float | None = None) -> di
     return stats
 
 
+def in_waves(env: VecEnv, problem_ids: np.ndarray, wave: Callable[[np.ndarray], RolloutSamples | None]
+             ) -> RolloutSamples | None:
+    """``wave(chunk)`` on consecutive chunks of ``num_envs`` problem ids, concatenated; None if one stopped."""
+    waves = []
+    for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
+        rows = wave(chunk)
+        if rows is None:
+            return None
+        waves.append(rows)
+    return RolloutSamples.concat(waves)
+
+
+def play_wave(model, vec_env: VecEnv, problem_ids: list[int], do_sample: bool = False, temperature: float = 1.0,
+              reuse_cache: bool = True, turn_seconds: list[float] | None = None):
+    """Reset ``vec_env`` on ``problem_ids`` and play every episode to its end (evaluation, benchmarks).
+
+    One row per episode (no group sharing), no callbacks, without grad, in the model's autocast region.
+
+    Returns:
+        ``(final_infos, step_rewards, sampler)``: :func:`run_turns`'s infos and rewards, and the
+        :class:`~llm_gym.decoding.ConversationSampler` (its ``prefilled_tokens`` / ``n_rebuilds``).
+    """
+    lm, L = vec_env.get_attr("lm")[0], int(vec_env.get_attr("max_prompt_length")[0])
+    vec_env.set_options([{"problem_id": int(k)} for k in problem_ids])
+    obs = vec_env.reset()
+    with torch.no_grad(), autocast_region(model):
+        sampler = ConversationSampler(model, torch.as_tensor(obs["input_ids"][:, -L:]),
+                                      torch.as_tensor(obs["attention_mask"][:, -L:]), 1, temperature, 1.0,
+                                      lm.pad_token_id, lm.eos_token_id, do_sample=do_sample, reuse_cache=reuse_cache)
+        _, infos, step_rewards = run_turns(vec_env, sampler, int(vec_env.get_attr("max_new_tokens")[0]),
+                                           turn_seconds=turn_seconds)
+    return infos, step_rewards, sampler
+
+
 def _final_info(info: dict, n_calls: int) -> dict:
     """A copy of an episode's last info, with ``num_tool_calls`` (the episode's calls) for a tool env."""
     return {**info, "num_tool_calls": int(n_calls)} if "tool_calls" in info else dict(info)
@@ -180,13 +215,7 @@ class TurnCollector:
 
     def _collect_turns(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
         """All ``N`` episodes in waves of ``num_envs``; None when a callback stopped training."""
-        waves = []
-        for chunk in np.split(problem_ids, len(problem_ids) // env.num_envs):
-            wave = self._turn_wave(env, callback, chunk)
-            if wave is None:
-                return None
-            waves.append(wave)
-        return RolloutSamples.concat(waves)
+        return in_waves(env, problem_ids, lambda chunk: self._turn_wave(env, callback, chunk))
 
     def _turn_wave(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:
         """One wave: reset on ``problem_ids``, then batched turns until every episode has ended."""
