@@ -27,12 +27,18 @@ gives the median step times, the peak RSS and the ratios ours/TRL per precision 
 implemented in ``scripts/benchmark_trl.py`` (whose docstring has the config table); ``--tiny`` runs it on
 the tiny model with a 2 x 2 x 8-token config.
 
+``--vs-trl-learning`` compares *learning* instead: held-out greedy accuracy after an equal budget of 320
+responses, TRL's ``GRPOTrainer`` (its default ``loss_type``, and the one equal to our aggregation) against our
+GRPO and our best preset, over ``--seeds``, each training alone in a subprocess; resumable from its JSON.
+Implemented in ``scripts/benchmark_trl_learning.py`` (its docstring has the configurations and settings).
+
 Example:
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout.json
     python scripts/benchmark.py --tiny --repeats 2 --max-new-tokens 16
     LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 --out benchmarks/scoring.json
     python scripts/benchmark.py --vs-trl --steps 3 --rounds 2 --precisions fp32 bf16 --out benchmarks/vs_trl.json
     python scripts/benchmark.py --vs-trl --tiny --steps 1 --precisions fp32
+    python scripts/benchmark.py --vs-trl-learning --seeds 0 1 2    # accuracy after 320 responses, vs TRL
     python scripts/benchmark.py --levers --repeats 3 --out benchmarks/levers.json
 
 ``--levers`` times the training side of one GRPO step (reference log-probs and one optimizer step over
@@ -102,7 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=1, help="--vs-trl: TRL/ours subprocess pairs per precision")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="--vs-trl: fp32 and/or bf16")
     p.add_argument("--learning-rate", type=float, default=1e-6, help="--vs-trl: learning rate of both trainers")
+    p.add_argument("--vs-trl-learning", action="store_true",
+                   help="held-out accuracy after an equal budget: TRL's GRPOTrainer (its default loss_type and our "
+                        "aggregation) vs our GRPO and best preset, over seeds, each training in a subprocess, "
+                        "resumable. Every other flag goes to scripts/benchmark_trl_learning.py (see its --help; "
+                        "--out unset = benchmarks/issue13/vs_trl_learning.json)")
     return p
+
+
+def run_vs_trl_learning(argv: list[str], command: str) -> int:
+    """Dispatch ``--vs-trl-learning``: every other flag goes unchanged to ``scripts/benchmark_trl_learning.py``
+    (its own ``--seeds``, ``--configs``, ``--tiny``, ``--out``, ...; this parser's defaults do not apply)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("llm_gym_script_benchmark_trl_learning", Path(__file__).with_name(
+        "benchmark_trl_learning.py"))
+    learning = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = learning  # its dataclasses look their module up there
+    spec.loader.exec_module(learning)
+    return learning.main([a for a in argv if a != "--vs-trl-learning"], command=command)
 
 
 def run_vs_trl(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str) -> int:
@@ -433,6 +457,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write the JSON report. Returns 0 (the ratio is informative)."""
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if "--vs-trl-learning" in raw:  # its own parser (and --help)
+        return run_vs_trl_learning(raw, shlex.join([sys.executable, "scripts/benchmark.py", *raw]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.vs_trl:

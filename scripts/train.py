@@ -27,18 +27,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 import llm_gym  # noqa: F401  (registers the envs)
 from agents import ALGORITHMS, AlgorithmConfig, LLMAlgorithm
-from agents.common.callbacks import IterationCheckpointCallback
+from agents.common.callbacks import IterationCheckpointCallback, IterativeRewardModelCallback
 from agents.common.config import field_docs
 from agents.common.distributed import init_distributed, is_main_process, world_size
 from agents.common.evaluation import evaluate_accuracy
@@ -109,10 +112,25 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
              f"rollouts (default: {defaults['total_timesteps']}).")
     add("--max-new-tokens", type=int, default=None, help="Response budget in tokens (env default: 64).")
     add("--format-weight", type=float, default=0.0, help="Weight of the \\boxed{} format reward.")
-    add("--process-reward", default="none", choices=["none", "arithmetic", "arithmetic-errors"],
+    add("--process-reward", default="none", choices=["none", "arithmetic", "arithmetic-errors", "grounded"],
         help="Step rewards of the training env (info['step_rewards']; use with --advantage process): "
              "'arithmetic' pays 1 for every correct 'expression = value' line and 0 for a wrong one, "
-             "'arithmetic-errors' pays 0 and -1 (only errors are penalised).")
+             "'arithmetic-errors' pays 0 and -1 (only errors are penalised), 'grounded' pays 1 only for true "
+             "steps built from the question's numbers or earlier results in a response that reaches the answer "
+             "and --step-penalty for false, unrelated or restating steps and a wrong final step "
+             "(llm_gym.rewards.grounded_arithmetic_step_reward).")
+    add("--step-penalty", type=float, default=-1.0, help="--process-reward grounded: the penalty value (<= 0).")
+    add("--process-reward-model", default=None,
+        help="Folder of a process reward model (scripts/train_reward_model.py --kind process) whose per-step "
+             "scores are the training env's step rewards (use with --advantage process).")
+    add("--iterative", action="store_true",
+        help="Iterative RL (DeepSeekMath 4.1.4) with --reward-model or --process-reward-model: retrain it on "
+             "each --iterative-every-th rollout's samples, labelled by the rule checker (answer check; for a "
+             "process model the grounded step checker), with --replay-fraction replayed, and reset the "
+             "reference model to the policy.")
+    add("--iterative-every", type=int, default=1, help="--iterative: retrain on every n-th rollout.")
+    add("--replay-fraction", type=float, default=0.1,
+        help="--iterative: share of earlier samples in each retraining set (DeepSeekMath: 10 %%).")
     add("--reward-model", default=None,
         help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
              "training env's rule reward; held-out accuracy is still rule-checked.")
@@ -155,8 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser(known.algo).parse_args(argv)
 
 
-def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
-    """The training env (train split) and the held-out env (test split), sharing one model handle."""
+def make_envs(args: argparse.Namespace, rewards: dict[str, Any] | None = None) -> tuple[gym.Env, gym.Env]:
+    """The training env (train split) and the held-out env (test split), sharing one model handle.
+
+    ``rewards`` (:func:`reward_kwargs`) go to the training env only: held-out accuracy is always rule-checked.
+    """
     if args.env in ("LLMGSM8K-v0", "LLMGSM8KToken-v0"):
         raise SystemExit("The GSM8K originals are test-only (training on them would evaluate on the training "
                          "set). Train on LLMMath-v0 and evaluate GSM8K with scripts/evaluate.py.")
@@ -171,15 +192,7 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         if getattr(args, flag) is not None:
             kwargs[flag] = getattr(args, flag)
     train_kwargs = dict(kwargs)
-    if args.process_reward != "none":
-        from llm_gym.rewards import arithmetic_step_penalty, arithmetic_step_reward
-
-        train_kwargs["process_reward_fn"] = {"arithmetic": arithmetic_step_reward,
-                                             "arithmetic-errors": arithmetic_step_penalty}[args.process_reward]
-    if args.reward_model:
-        from llm_gym.rewards.models import RewardModelScorer
-
-        train_kwargs["reward_fn"] = RewardModelScorer(args.reward_model, device=args.device)
+    train_kwargs.update(rewards or {})
     if args.env in TOKEN_ENV_IDS:  # N token envs decoded as one batch; evaluate on the sequence version
         train_env = make_group_vec_env(args.env, n_envs=args.n_prompts * args.group_size, split="train",
                                        **train_kwargs)
@@ -188,6 +201,54 @@ def make_envs(args: argparse.Namespace) -> tuple[gym.Env, gym.Env]:
         train_env = gym.make(args.env, split="train", **train_kwargs)
         eval_env = gym.make(args.env, split="test", **kwargs)
     return train_env, eval_env
+
+
+def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The training env's ``process_reward_fn`` / ``reward_fn`` chosen by the reward flags (may be empty).
+
+    Raises:
+        SystemExit: ``--process-reward`` together with ``--process-reward-model``, or ``--iterative`` without a
+            reward model.
+    """
+    from llm_gym.rewards import (
+        arithmetic_step_penalty,
+        arithmetic_step_reward,
+        grounded_arithmetic_step_reward,
+    )
+    from llm_gym.rewards.models import ProcessRewardModelScorer, RewardModelScorer
+
+    if args.process_reward != "none" and args.process_reward_model:
+        raise SystemExit("Choose one source of step rewards: --process-reward or --process-reward-model.")
+    if args.iterative and not (args.reward_model or args.process_reward_model):
+        raise SystemExit("--iterative retrains a reward model: pass --reward-model or --process-reward-model.")
+    out: dict[str, Any] = {}
+    if args.process_reward != "none":
+        out["process_reward_fn"] = {
+            "arithmetic": arithmetic_step_reward, "arithmetic-errors": arithmetic_step_penalty,
+            "grounded": functools.partial(grounded_arithmetic_step_reward, penalty=args.step_penalty),
+        }[args.process_reward]
+    if args.process_reward_model:
+        out["process_reward_fn"] = ProcessRewardModelScorer(args.process_reward_model, device=args.device)
+    if args.reward_model:
+        out["reward_fn"] = RewardModelScorer(args.reward_model, device=args.device)
+    return out
+
+
+def build_callbacks(args: argparse.Namespace, rewards: dict[str, Any], out: Path) -> list[BaseCallback]:
+    """Checkpoints (``--save-freq``) and iterative RL (``--iterative``) on the reward model of ``rewards``."""
+    callbacks: list[BaseCallback] = []
+    if args.save_freq:
+        callbacks.append(IterationCheckpointCallback(args.save_freq, out / "checkpoints"))
+    if args.iterative:
+        from llm_gym.rewards import grounded_arithmetic_step_reward
+
+        process = bool(args.process_reward_model)
+        scorer = rewards["process_reward_fn" if process else "reward_fn"]
+        callbacks.append(IterativeRewardModelCallback(
+            scorer, label_fn=grounded_arithmetic_step_reward if process else None, save_dir=out / "iterative",
+            every_n_rollouts=args.iterative_every, replay_fraction=args.replay_fraction, seed=args.seed,
+            verbose=args.verbose))
+    return callbacks
 
 
 def without_tool_env(args: argparse.Namespace, eval_env: gym.Env) -> gym.Env | None:
@@ -215,7 +276,7 @@ def evaluate(model: torch.nn.Module, env: gym.Env, args: argparse.Namespace, lab
         f", tool called in {result['tool_call_fraction']:.0%} of episodes" if "tool_call_fraction" in result else "")
     print(f"[{label}] held-out greedy accuracy {result['accuracy']:.3f} on {n} problems, mean response "
           f"{result['response_length']:.1f} tokens{turns} ({result['seconds']:.0f} s)")
-    return {k: v for k, v in result.items() if k != "samples"} | {"examples": result["samples"][:5]}
+    return result | {"examples": result["samples"][:5]}  # samples: every (question, response, answer, correct)
 
 
 def evaluate_all(model: torch.nn.Module, env: gym.Env, plain_env: gym.Env | None, args: argparse.Namespace,
@@ -271,15 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     main_process = not init_distributed() or is_main_process()
     run_name = args.run_name or f"{args.algo.upper()}_{args.env}"
     out = Path(args.output_dir) / run_name
-    train_env, eval_env = make_envs(args)
+    rewards = reward_kwargs(args)
+    train_env, eval_env = make_envs(args, rewards)
     algo = build_algorithm(args, train_env)
     skip_before = args.no_eval_before or args.resume or not main_process
     plain_env = without_tool_env(args, eval_env)
     with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates (no collectives)
         before = None if skip_before else evaluate_all(algo.policy.model, eval_env, plain_env, args, "before")
-    callback = IterationCheckpointCallback(args.save_freq, out / "checkpoints") if args.save_freq else None
+    callbacks = build_callbacks(args, rewards, out)
     start = time.perf_counter()
-    algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callback, tb_log_name=run_name,
+    algo.learn(max(0, args.total_timesteps - algo.num_timesteps), callback=callbacks or None, tb_log_name=run_name,
                reset_num_timesteps=not args.resume, progress_bar=not args.no_progress_bar)
     train_seconds = time.perf_counter() - start
     with gathered(algo.policy):  # FSDP: every rank gathers the weights; rank 0 evaluates

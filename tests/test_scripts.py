@@ -174,7 +174,8 @@ def test_plot_curves_empty_dir(tmp_path, capsys):
     assert "no TensorBoard event files" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["benchmark", "evaluate", "plot_curves", "train"])
+@pytest.mark.parametrize("name", ["benchmark", "evaluate", "plot_curves", "train", "compare_process",
+                                  "train_reward_model", "benchmark_trl_learning"])
 def test_help_documents_every_flag(name):
     parser = load_script(name).build_parser()
     for action in parser._actions:
@@ -188,6 +189,7 @@ def test_help_documents_every_flag(name):
     ("rft", [], 2),
     ("dapo", ["--max-sampling-rounds", "1"], None),            # steps depend on how many groups were kept
     ("grpo", ["--process-reward", "arithmetic", "--advantage", "process"], 2),
+    ("grpo", ["--process-reward", "grounded", "--step-penalty", "-0.5", "--advantage", "process"], 2),
     ("rloo", [], 2),
     ("reinforce_pp", ["--batch-size", "2"], 4),
     ("reinforce_pp_baseline", [], 2),
@@ -209,6 +211,43 @@ def test_train_script_runs_each_algorithm(tiny_model_dir, tmp_path, algo, extra,
     if steps is not None:
         assert results["optimizer_steps"] == steps
     assert (tmp_path / "run" / "model.zip").is_file() and (tmp_path / "run" / "hf_model").is_dir()
+
+
+def test_train_reward_flags_build_the_training_rewards(tmp_path):
+    """--process-reward grounded carries --step-penalty; conflicting or incomplete reward flags name the fix."""
+    train = load_script("train")
+    rewards = train.reward_kwargs(train.parse_args(["--process-reward", "grounded", "--step-penalty", "-0.25"]))
+    fn = rewards["process_reward_fn"]
+    assert fn(["What is 4 + 10 + 10?"], [["2 + 2 = 4", "4 + 10 + 10 = 24"]], ["24"]) == [[-0.25, 1.0]]
+    with pytest.raises(SystemExit, match="one source of step rewards"):
+        train.reward_kwargs(train.parse_args(["--process-reward", "grounded", "--process-reward-model", "x"]))
+    with pytest.raises(SystemExit, match="--iterative retrains a reward model"):
+        train.reward_kwargs(train.parse_args(["--iterative"]))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_iterative_process_reward_model(tiny_model_dir, tmp_path):
+    """--process-reward-model with --iterative: the PRM scores the steps and is retrained every rollout on
+    grounded step labels (its weights change, the retrained folder is written, the run finishes)."""
+    from llm_gym.rewards.models import (
+        ProcessRewardModelScorer,
+        build_tiny_reward_backbone,
+        train_reward_model,
+    )
+
+    backbone = build_tiny_reward_backbone(tmp_path / "bert")
+    train_reward_model([("What is 1 + 2?", ["1 + 2 = 3", "a"])] * 2, [[1, 0]] * 2, backbone=backbone,
+                       kind="process", output_dir=tmp_path / "prm", epochs=1, device="cpu")
+    before = {k: v.clone() for k, v in ProcessRewardModelScorer(tmp_path / "prm").model.state_dict().items()}
+    train = load_script("train")
+    argv = ["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8", "--n-prompts", "2",
+            "--group-size", "2", "--total-timesteps", "8", "--eval-n", "0", "--tensorboard-log", "",
+            "--output-dir", str(tmp_path), "--no-progress-bar", "--verbose", "0", "--run-name", "run",
+            "--process-reward-model", str(tmp_path / "prm"), "--advantage", "process", "--iterative"]
+    assert train.main(argv) == 0
+    retrained = ProcessRewardModelScorer(tmp_path / "run" / "iterative" / "reward_model").model.state_dict()
+    assert any(not torch.equal(before[k], retrained[k]) for k in before)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["timesteps"] == 8
 
 
 @pytest.mark.usefixtures("one_thread")

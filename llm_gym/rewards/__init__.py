@@ -4,7 +4,7 @@ Every reward function is batched: ``fn(prompts, responses, answers, **problem_fi
 (``None`` = no opinion). Use :func:`call_reward_fn` to call and validate one, :class:`CombinedReward` to
 take a weighted sum of several; both take ``timeout=seconds`` so a hung verifier cannot hang training.
 Length shaping (:func:`length_penalty`, :func:`overlong_penalty`) works on token counts. Process
-supervision: :func:`split_steps` and process reward functions (:func:`arithmetic_step_reward`), batched as
+supervision: :func:`split_steps` and process reward functions (:func:`arithmetic_step_reward`, :func:`grounded_arithmetic_step_reward`), batched as
 ``fn(prompts, steps, answers, **fields) -> list[list[float | None]]``. :func:`from_trl` adapts a reward
 function written for TRL's ``GRPOTrainer``.
 """
@@ -21,6 +21,7 @@ from llm_gym.rewards.base import (
     reward_fn_name,
 )
 from llm_gym.rewards.format import boxed_format_reward, regex_format_reward
+from llm_gym.rewards.grounded import classify_arithmetic_steps, grounded_arithmetic_step_reward
 from llm_gym.rewards.length import length_penalty, overlong_penalty
 from llm_gym.rewards.math import extract_answer, math_answer_reward
 from llm_gym.rewards.models import ProcessRewardModelScorer, RewardModelScorer, train_reward_model
@@ -33,6 +34,7 @@ from llm_gym.rewards.process import (
     check_arithmetic_step,
     split_steps,
 )
+from llm_gym.rewards.shepherd import shepherd_step_labels
 
 __all__ = [
     "CombinedReward",
@@ -49,13 +51,16 @@ __all__ = [
     "call_process_reward_fn",
     "call_reward_fn",
     "check_arithmetic_step",
+    "classify_arithmetic_steps",
     "extract_answer",
     "from_trl",
+    "grounded_arithmetic_step_reward",
     "length_penalty",
     "math_answer_reward",
     "overlong_penalty",
     "regex_format_reward",
     "reward_fn_name",
+    "shepherd_step_labels",
     "split_steps",
     "train_reward_model",
 ]
