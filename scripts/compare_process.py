@@ -26,6 +26,8 @@ continues where it stopped; ``--summarize-only`` runs nothing. Examples::
     python scripts/compare_process.py --difficulty 3 --prm outputs/prm_shepherd_L3/model
     python scripts/compare_process.py --difficulty 3 --variants outcome grounded --seeds 0 1 2
     python scripts/compare_process.py --summarize-only --out benchmarks/issue13/process_vs_outcome_L3.json
+    python scripts/compare_process.py --variants outcome grounded --suffix lines \
+        --train-args --prompt-template "$TEMPLATE"      # another prompt, runs named <variant>_L3lines_s<seed>
 """
 
 from __future__ import annotations
@@ -62,15 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "<output-dir>/model); needed by prm and iterative_prm.")
     p.add_argument("--output-dir", default="outputs/process_vs_outcome", help="Root of the runs' folders.")
     p.add_argument("--out", default=None, help="Summary JSON (default benchmarks/process_vs_outcome_L<levels>.json).")
+    p.add_argument("--suffix", default="", help="Added to every run name after the level, to tell apart comparisons "
+                   "that differ only in --train-args (e.g. 'lines' for a --prompt-template).")
     p.add_argument("--summarize-only", action="store_true", help="Run nothing; summarise the finished runs.")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                    help="Everything after this flag goes to every scripts/train.py call (e.g. --model DIR).")
     return p
 
 
-def run_name(variant: str, levels: list[int], seed: int) -> str:
-    """The folder / TensorBoard name of one run, e.g. ``grounded_L3_s1``."""
-    return f"{variant}_L{''.join(map(str, levels))}_s{seed}"
+def run_name(variant: str, levels: list[int], seed: int, suffix: str = "") -> str:
+    """The folder / TensorBoard name of one run, e.g. ``grounded_L3_s1`` (``grounded_L3lines_s1`` with a suffix)."""
+    return f"{variant}_L{''.join(map(str, levels))}{suffix}_s{seed}"
 
 
 def train_command(args: argparse.Namespace, variant: str, seed: int, first: bool) -> list[str]:
@@ -84,7 +88,8 @@ def train_command(args: argparse.Namespace, variant: str, seed: int, first: bool
                          "scripts/train_reward_model.py --kind process --labels shepherd.")
     extra = [args.prm if a == "{prm}" else a for a in VARIANTS[variant]]
     cmd = [sys.executable, str(SCRIPTS / "train.py"), "--algo", "grpo", "--difficulty",
-           *map(str, args.difficulty), "--seed", str(seed), "--run-name", run_name(variant, args.difficulty, seed),
+           *map(str, args.difficulty), "--seed", str(seed),
+           "--run-name", run_name(variant, args.difficulty, seed, args.suffix),
            "--output-dir", args.output_dir, "--no-progress-bar", *extra, *args.train_args]
     return cmd if first else [*cmd, "--no-eval-before"]
 
@@ -95,7 +100,7 @@ def run_all(args: argparse.Namespace) -> None:
     first = True
     for seed in args.seeds:
         for variant in args.variants:
-            folder = root / run_name(variant, args.difficulty, seed)
+            folder = root / run_name(variant, args.difficulty, seed, args.suffix)
             done = (folder / "results.json").is_file()
             if not done:
                 print(f"[compare_process] {folder.name}", flush=True)
@@ -185,7 +190,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     root, runs = Path(args.output_dir), {}
     for variant in args.variants:
         for seed in args.seeds:
-            found = run_summary(root / run_name(variant, args.difficulty, seed))
+            found = run_summary(root / run_name(variant, args.difficulty, seed, args.suffix))
             if found is not None:
                 runs.setdefault(variant, {})[seed] = found
     befores = [r["accuracy_before"] for v in runs.values() for r in v.values() if r["accuracy_before"] is not None]
@@ -199,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summarize_only:
         run_all(args)
     summary = summarize(args)
-    out = Path(args.out or f"benchmarks/process_vs_outcome_L{''.join(map(str, args.difficulty))}.json")
+    levels = "".join(map(str, args.difficulty))
+    out = Path(args.out or f"benchmarks/process_vs_outcome_L{levels}{args.suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"Base model: {summary['accuracy_before']}\n{markdown(summary)}\nWrote {out}")

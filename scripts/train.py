@@ -103,6 +103,9 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
         help="Problem source of a math env (llm_gym.tasks.TASKS, e.g. arithmetic_tool: LLMMath-v0 on the tool "
              "env's problems, without the tool; env default otherwise).")
     add("--max-prompt-length", type=int, default=None, help="Prompt budget in tokens (env default).")
+    add("--prompt-template", default=None,
+        help="The user message, with {question} where the question goes (train and held-out env; default: "
+             "the env's, '{question}\\nPut your final answer within \\boxed{}.'; literal braces doubled).")
     add("--max-turns", type=int, default=None, help="Multi-turn envs: most assistant turns per episode.")
     add("--tool-call-cost", type=float, default=None, help="LLMToolMath-v0: reward subtracted per calculator call.")
     add("--model", default=None, help="HF folder, .gguf file or hub id; default SmolLM2-135M-Instruct.")
@@ -188,7 +191,7 @@ def make_envs(args: argparse.Namespace, rewards: dict[str, Any] | None = None) -
         kwargs["max_new_tokens"] = args.max_new_tokens
     if args.format_weight:
         kwargs["format_weight"] = args.format_weight
-    for flag in ("task", "max_prompt_length", "max_turns", "tool_call_cost"):
+    for flag in ("task", "max_prompt_length", "max_turns", "tool_call_cost", "prompt_template"):
         if getattr(args, flag) is not None:
             kwargs[flag] = getattr(args, flag)
     train_kwargs = dict(kwargs)

@@ -24,6 +24,9 @@ def test_train_commands_differ_only_in_the_reward(cp):
     assert grounded[grounded.index("--process-reward") + 1] == "grounded" and "--advantage" in grounded
     iterative = cp.train_command(args, "iterative_prm", 2, first=False)
     assert iterative[iterative.index("--process-reward-model") + 1] == "prm_dir" and "--iterative" in iterative
+    tagged = cp.build_parser().parse_args(["--suffix", "lines", "--difficulty", "2", "3"])
+    cmd = cp.train_command(tagged, "outcome", 0, first=False)
+    assert cmd[cmd.index("--run-name") + 1] == "outcome_L23lines_s0"
     with pytest.raises(SystemExit, match="needs --prm"):
         cp.train_command(cp.build_parser().parse_args([]), "prm", 0, first=False)
 

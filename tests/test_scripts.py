@@ -225,6 +225,17 @@ def test_train_reward_flags_build_the_training_rewards(tmp_path):
         train.reward_kwargs(train.parse_args(["--iterative"]))
 
 
+def test_train_prompt_template_reaches_train_and_held_out_envs(tiny_model_dir):
+    train = load_script("train")
+    args = train.parse_args(["--model", str(tiny_model_dir), "--device", "cpu", "--difficulty", "3",
+                             "--prompt-template", "{question}\nOne operation per line."])
+    train_env, eval_env = train.make_envs(args)
+    for env in (train_env, eval_env):
+        base = env.unwrapped
+        assert f"{base.problems[0].question}\nOne operation per line." in base.prompts[0]
+        assert "boxed" not in base.prompts[0]
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_train_iterative_process_reward_model(tiny_model_dir, tmp_path):
     """--process-reward-model with --iterative: the PRM scores the steps and is retrained every rollout on
