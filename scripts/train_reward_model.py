@@ -332,7 +332,7 @@ def build_results(args: argparse.Namespace, argv: list[str] | None, env: gym.Env
         "policy_accuracy_test": None if test_samples is None else float(np.mean([s["accuracy"] for s in
                                                                                  test_samples])),
         "eval_accuracy": metrics["eval_accuracy"],
-        "eval_balanced_accuracy": metrics["eval_balanced_accuracy"],
+        "eval_balanced_accuracy": metrics["eval_balanced_accuracy"], "eval_auc": metrics["eval_auc"],
         "eval_base_rate": base_rate, "majority_accuracy": max(base_rate, 1 - base_rate),
         "eval_n": metrics["eval_n"], "generation_seconds": gen_seconds, "training": metrics,
     }
@@ -342,7 +342,8 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     """One paragraph on stdout: the held-out figures, the checker agreement and the labelling cost."""
     unit = "steps" if results["kind"] == "process" else "responses"
     print(f"{results['kind']} reward model ({results['labels']} labels): held-out accuracy "
-          f"{results['eval_accuracy']:.3f}, balanced {results['eval_balanced_accuracy']:.3f}, base rate "
+          f"{results['eval_accuracy']:.3f}, balanced {results['eval_balanced_accuracy']:.3f}, AUC "
+          f"{results['eval_auc']:.3f}, base rate "
           f"{results['eval_base_rate']:.3f} (majority {results['majority_accuracy']:.3f}) on "
           f"{results['eval_n']} {unit}; trained on {results['n_train']} samples in "
           f"{results['training']['seconds']:.0f} s after {results['generation_seconds']:.0f} s of sampling "

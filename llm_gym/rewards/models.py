@@ -481,22 +481,28 @@ def binary_metrics(scores: Sequence[float], labels: Sequence[int], threshold: fl
 
     Returns:
         ``{"accuracy", "balanced_accuracy" (mean recall over the classes present), "base_rate" (fraction of
-        label 1), "predicted_positive_rate", "n"}``; NaN figures for ``N = 0``.
+        label 1), "predicted_positive_rate", "auc", "n"}``; ``auc`` is the ROC AUC, threshold-free: the
+        probability that a random label-1 item scores above a random label-0 item, ties counted half
+        (Mann-Whitney U / (n1 n0)); 0.5 = no better than chance, NaN when a class is missing. NaN figures for
+        ``N = 0``.
 
     >>> m = binary_metrics([0.9, 0.2, 0.7, 0.4], [1, 0, 0, 0])
-    >>> m["accuracy"], round(m["balanced_accuracy"], 3), m["base_rate"], m["n"]
-    (0.75, 0.833, 0.25, 4)
+    >>> m["accuracy"], round(m["balanced_accuracy"], 3), m["base_rate"], m["auc"], m["n"]
+    (0.75, 0.833, 0.25, 1.0, 4)
     """
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if s.shape != y.shape:
         raise ValueError(f"binary_metrics: {s.shape[0]} scores but {y.shape[0]} labels.")
     if s.size == 0:
         return {"accuracy": math.nan, "balanced_accuracy": math.nan, "base_rate": math.nan,
-                "predicted_positive_rate": math.nan, "n": 0}
+                "predicted_positive_rate": math.nan, "auc": math.nan, "n": 0}
     pred = (s > threshold).astype(np.int64)
     recalls = [float(np.mean(pred[y == c] == c)) for c in (0, 1) if np.any(y == c)]
+    pos, neg = s[y == 1][:, None], s[y == 0][None, :]
+    auc = float(np.mean(pos > neg) + 0.5 * np.mean(pos == neg)) if pos.size and neg.size else math.nan
     return {"accuracy": float(np.mean(pred == y)), "balanced_accuracy": float(np.mean(recalls)),
-            "base_rate": float(np.mean(y)), "predicted_positive_rate": float(np.mean(pred)), "n": int(s.size)}
+            "base_rate": float(np.mean(y)), "predicted_positive_rate": float(np.mean(pred)), "auc": auc,
+            "n": int(s.size)}
 
 
 # ---------------------------------------------------------------------------------------------- training

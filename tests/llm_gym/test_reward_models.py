@@ -311,7 +311,15 @@ def test_causal_lm_backbone_gets_a_classification_head(tiny_model_dir, tmp_path)
 def test_binary_metrics_balanced_accuracy():
     m = binary_metrics([0.9, 0.8, 0.7, 0.1], [1, 1, 1, 0])
     assert m == {"accuracy": 1.0, "balanced_accuracy": 1.0, "base_rate": 0.75,
-                 "predicted_positive_rate": 0.75, "n": 4}
+                 "predicted_positive_rate": 0.75, "auc": 1.0, "n": 4}
     always_yes = binary_metrics([0.9] * 4, [1, 1, 1, 0])
     assert always_yes["accuracy"] == 0.75 and always_yes["balanced_accuracy"] == 0.5
+    assert always_yes["auc"] == 0.5  # every pair tied
     assert np.isnan(binary_metrics([], [])["accuracy"])
+
+
+def test_binary_metrics_auc_by_hand():
+    # positives 0.8, 0.3; negatives 0.5, 0.3, 0.1: pairs won 3 (0.8 beats all), 1 (0.3 > 0.1), tied 1 -> 4.5 / 6
+    m = binary_metrics([0.8, 0.3, 0.5, 0.3, 0.1], [1, 1, 0, 0, 0])
+    assert m["auc"] == 4.5 / 6
+    assert np.isnan(binary_metrics([0.2, 0.4], [0, 0])["auc"])  # one class only
