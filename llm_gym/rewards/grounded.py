@@ -9,8 +9,8 @@ wrote no checkable equation at all. :func:`grounded_arithmetic_step_reward` clos
 * a step's equations must be true **and grounded**: every number on an equation's left side comes from the
   question (the prompt) or from a result of an earlier grounded step (or an earlier equation of the same
   step), so ``2 + 2 = 4`` under ``What is 4 + 10 + 10?`` earns nothing;
-* it must make **progress**: a bare number (``14 = 14``) or an equation whose left side was already written
-  in an earlier step is a restatement;
+* it must make **progress**: a bare number (``14 = 14``), an identity (``3 + 4 = 3 + 4``) or an equation whose
+  left side was already written in an earlier step is a restatement;
 * the response must **reach the answer**: a step earns positive credit only in a response whose final
   answer (the math answer check, :func:`~llm_gym.rewards.math.math_answer_reward`) is correct, and the last
   step is paid for that; a chain that stops short earns at best 0 on its good steps and ``penalty`` on its
@@ -74,7 +74,8 @@ def classify_arithmetic_steps(prompt: str, steps: Sequence[str]) -> list[str]:
     Returns:
         One kind per step, from :data:`GROUNDED_STEP_KINDS`: ``"false"`` (an equation does not hold),
         ``"ungrounded"`` (a true equation uses a number that is neither in the prompt nor an earlier
-        result), ``"restatement"`` (only bare numbers or left sides already written in an earlier step),
+        result), ``"restatement"`` (only bare numbers, identities such as ``3 + 4 = 3 + 4``, or left sides
+        already written in an earlier step),
         ``"grounded"`` (true, grounded, at least one new computation) or ``"prose"`` (no checkable
         equation). The first applicable kind in that order wins.
 
@@ -95,7 +96,7 @@ def classify_arithmetic_steps(prompt: str, steps: Sequence[str]) -> list[str]:
                 kind = "ungrounded"
                 break
             key = _SPACES.sub("", eq.left)
-            if _NUMBER.fullmatch(key) is None and key not in written:
+            if _NUMBER.fullmatch(key) is None and key not in written and _SPACES.sub("", eq.right) != key:
                 kind, _ = "grounded", new_left.add(key)
             available |= _numbers(eq.right)  # a later equation of the same step may use this result
         if kind in ("grounded", "restatement"):

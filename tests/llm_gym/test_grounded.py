@@ -51,6 +51,7 @@ def test_unrelated_true_equation_and_restatement_are_penalised():
     assert grounded(["2 + 2 = 4", "4 + 10 + 10 = 24"]) == [-1.0, 1.0]  # 2 is not in the question
     assert grounded(["4 + 10 = 14", "4 + 10 = 14", "14 + 10 = 24"]) == [1.0, -1.0, 1.0]  # said before
     assert grounded(["24 = 24", "4 + 10 + 10 = 24"]) == [-1.0, 1.0]  # a bare number computes nothing
+    assert classify_arithmetic_steps(Q, ["4 + 10 + 10 = 4 + 10 + 10 = 4 + 10 + 10"]) == ["restatement"]
 
 
 def test_results_are_available_only_after_they_are_computed():
