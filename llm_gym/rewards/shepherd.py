@@ -216,6 +216,20 @@ def _correct(answer_fn: RewardFunction, prompts: list[str], responses: list[str]
     return (out.values > 0.5) & out.has_opinion
 
 
+def _assemble_labels(n: int, owners: list[tuple[int, int]], finished: list[int], correct: np.ndarray, k: int,
+                     estimation: str) -> list[list[float]]:
+    """Per-response step labels from the answer checks: ``k`` completions per non-last step (in ``owners``
+    order), then one check per finished response (its own last step)."""
+    per_step = correct[:len(owners) * k].reshape(len(owners), k)  # (S, k): S = steps that are not a last step
+    scores = per_step.any(axis=1).astype(float) if estimation == "hard" else per_step.mean(axis=1)  # (S,)
+    labels: list[list[float]] = [[] for _ in range(n)]
+    for (r, _), score in zip(owners, scores, strict=True):
+        labels[r].append(float(score))
+    for r, ok in zip(finished, correct[len(owners) * k:], strict=True):
+        labels[r].append(float(ok))
+    return labels
+
+
 def shepherd_step_labels(lm: Any, prompts: Sequence[str], steps: Sequence[Sequence[str]],
                          answers: Sequence[str], k: int = 4, estimation: str = "hard",
                          max_new_tokens: int = 64, temperature: float = 0.7, batch_size: int = 32,
@@ -289,13 +303,7 @@ def shepherd_step_labels(lm: Any, prompts: Sequence[str], steps: Sequence[Sequen
     fields = {name: [values[r] for r in check_rows] for name, values in problem_fields.items()}
     correct = _correct(answer_fn, [prompts[r] for r in check_rows], responses,
                        [answers[r] for r in check_rows], fields)
-    per_step = correct[:len(rows)].reshape(len(owners), k)  # (S, k): S = steps that are not a last step
-    scores = per_step.any(axis=1).astype(float) if estimation == "hard" else per_step.mean(axis=1)  # (S,)
-    labels: list[list[float]] = [[] for _ in steps]
-    for (r, _), score in zip(owners, scores, strict=True):
-        labels[r].append(float(score))
-    for r, ok in zip(finished, correct[len(rows):], strict=True):
-        labels[r].append(float(ok))
+    labels = _assemble_labels(len(steps), owners, finished, correct, k, estimation)
     tokens = None if tokens_before is None else sampler.completion_tokens - tokens_before
     return ShepherdLabels(labels, len(rows), calls, tokens, time.perf_counter() - start)
 
