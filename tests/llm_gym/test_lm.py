@@ -87,6 +87,14 @@ def test_resolve_model_errors_and_paths(tmp_path, tiny_model_dir):
     assert models.resolve_model("org/some-model") == ("org/some-model", None)
 
 
+def test_default_model_override_env(monkeypatch, tiny_model_dir):
+    """LLM_GYM_DEFAULT_MODEL replaces None and every alias of the default model, and nothing else."""
+    monkeypatch.setenv(models.DEFAULT_MODEL_ENV, str(tiny_model_dir))
+    for alias in (None, *models.DEFAULT_MODEL_ALIASES):
+        assert models.resolve_model(alias) == (str(tiny_model_dir), None)
+    assert models.resolve_model("org/some-model") == ("org/some-model", None)
+
+
 def test_trim_left_padding_keeps_log_probs_and_generation(tiny_lm):
     from llm_gym.lm import trim_left_padding
 
