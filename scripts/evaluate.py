@@ -65,13 +65,55 @@ def checkpoint_base_model(path: str | Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def split_size(env_id: str, split: str) -> int | None:
+    """How many problems ``split`` of a registered env's task holds; None when unbounded or not known.
+
+    Exact for the ``gsm8k`` and ``.jsonl`` tasks and the enumerated arithmetic levels 1-2
+    (:func:`llm_gym.tasks.arithmetic.split_capacity`); arithmetic levels 3-4 and the other tasks generate
+    problems on demand (None).
+
+    Raises:
+        gymnasium.error.Error: ``env_id`` is not registered. ValueError: a split the task does not have.
+    """
+    import gymnasium as gym
+
+    import llm_gym  # noqa: F401  (registers the envs)
+    from llm_gym.tasks import get_problems
+    from llm_gym.tasks.arithmetic import split_capacity
+
+    kwargs = gym.spec(env_id).kwargs
+    task = kwargs.get("task", "arithmetic")
+    if task == "arithmetic":
+        levels = kwargs.get("difficulty", 1)
+        levels = set(levels) if isinstance(levels, (list, tuple, set, frozenset)) else {levels}
+        total = sum(split_capacity(level, split) for level in levels)
+        return None if total == float("inf") else int(total)
+    if task == "gsm8k" or str(task).endswith(".jsonl"):
+        return len(get_problems(task, split=split))
+    return None
+
+
+def problem_count(args: argparse.Namespace) -> int:
+    """``--n`` capped at what the split holds (:func:`split_size`), with a one-line note when capped."""
+    size = split_size(args.env, args.split)
+    n = args.n if size is None else min(args.n, size)
+    if n < args.n:
+        print(f"note: the {args.split} split of {args.env} holds {size} problems; evaluating all {size} "
+              f"(--n {args.n})", file=sys.stderr)
+    return n
+
+
 def make_env(model: str | None, args: argparse.Namespace):
-    """``gym.make`` the env on ``model`` with the split, problem count and response budget asked for."""
+    """``gym.make`` the env on ``model`` with the split, problem count and response budget asked for.
+
+    ``--n`` is capped at what the split holds (:func:`problem_count`).
+    """
     import gymnasium as gym
 
     import llm_gym  # noqa: F401  (registers the envs)
 
-    kwargs: dict[str, Any] = {"model": model, "split": args.split, "n_problems": args.n, "device": args.device}
+    kwargs: dict[str, Any] = {"model": model, "split": args.split, "n_problems": problem_count(args),
+                              "device": args.device}
     if args.max_new_tokens is not None:
         kwargs["max_new_tokens"] = args.max_new_tokens
     return gym.make(args.env, **kwargs)
@@ -100,9 +142,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from agents.common.evaluation import evaluate_accuracy
 
     env, model, source = load_policy_model(args)
-    n = min(args.n, env.unwrapped.n_problems)
-    if n < args.n:
-        print(f"note: the {args.split} split holds {n} problems; evaluating all {n}", file=sys.stderr)
+    n = min(args.n, env.unwrapped.n_problems)  # make_env already capped --n at the split's size
     torch.manual_seed(args.seed)
     result = evaluate_accuracy(model, env, n_problems=n, batch_size=args.batch_size,
                                deterministic=args.greedy, temperature=args.temperature,
@@ -136,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = evaluate(args)
-    except (FileNotFoundError, ValueError) as err:  # missing files, --n beyond what the split holds
+    except (FileNotFoundError, ValueError) as err:  # missing model or checkpoint, a split the task lacks
         print(f"error: {err}", file=sys.stderr)
         return 2
     print_result(result)

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import explained_variance, safe_mean
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from torch.nn.parallel import DistributedDataParallel
 
 from agents.common.buffers import (
@@ -38,6 +38,7 @@ from agents.common.checkpoint import (
     PickledCheckpointError,
     algorithm_state,
     build_from_checkpoint,
+    check_env_spaces,
     read_checkpoint,
     saved_class,
     write_checkpoint,
@@ -138,9 +139,10 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
     the base model with the adapters disabled; docs/scaling.md). ``model.config`` is the typed view of the
     current values.
 
-    Args:
-        policy: ``"LLMPolicy"`` (``"LLMActorCriticPolicy"``: with a value head) or a policy class.
-        env: an llm-gym env (or a VecEnv of them); its model handle provides tokenizer and initial weights.
+    The two positional arguments of the (generated) constructor ``__init__(policy, env, *, ...)``:
+
+    * ``policy``: ``"LLMPolicy"`` (``"LLMActorCriticPolicy"``: with a value head) or a policy class.
+    * ``env``: an llm-gym env (or a VecEnv of them); its model handle provides tokenizer and initial weights.
 
     Raises:
         ValueError: an invalid field (the message names it), or an env that does not fit the sizes.
@@ -611,6 +613,36 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         finally:
             tmp.unlink(missing_ok=True)
 
+    def set_env(self, env, force_reset: bool = True) -> None:
+        """Attach ``env`` to train or predict on, e.g. after ``load(path)`` without an env.
+
+        Unlike SB3's ``set_env``, the number of sub-envs need not equal the previous env's (a model loaded
+        without an env has none): any count the rollout allows is accepted, as in the constructor. A single
+        multi-turn env is batched into ``n_prompts * group_size`` copies, as in the constructor.
+
+        Args:
+            env: a gymnasium env, a VecEnv of them, or a registered env id.
+            force_reset: start the next ``learn()`` from a fresh ``reset()`` (SB3's argument).
+
+        Raises:
+            ValueError: the env's spaces differ from the model's, or its sub-env count does not divide
+                ``n_prompts * group_size`` (or a token-level VecEnv is not a ``GroupVecEnv``); the model
+                keeps its previous env then.
+        """
+        env = _batched_multi_turn(maybe_make_env(env, self.verbose), self.rollout_size, self.verbose)
+        env = self._wrap_env(env, self.verbose)
+        check_env_spaces(env, self.observation_space, self.action_space, owner="the model")
+        previous = (self.env, getattr(self, "n_envs", None))
+        self.env, self.n_envs = env, env.num_envs
+        try:
+            self._check_env()
+        except ValueError:
+            self.env, self.n_envs = previous
+            raise
+        self._vec_normalize_env = unwrap_vec_normalize(env)
+        if force_reset:
+            self._last_obs = None
+
     @classmethod
     def load(cls, path: str | os.PathLike, env=None, device: str = "auto", custom_objects: dict | None = None,
              print_system_info: bool = False, force_reset: bool = True, trust_pickle: bool = False, **kwargs):
@@ -622,11 +654,16 @@ class LLMAlgorithm(RolloutCollector, BaseAlgorithm):
         Args:
             path: the zip (``.zip`` is added when the name has no suffix).
             env: the env to train or predict on; its spaces must equal the saved ones (unless replaced through
-                ``custom_objects``). None: the recorded ``model_name_or_path`` gives the model.
+                ``custom_objects``). The model is built with the saved hyperparameters before the env is
+                attached, so any env the run trained on fits (its sub-env count divides the saved
+                ``n_prompts * group_size``). None: the recorded ``model_name_or_path`` gives the model; attach
+                an env later with :meth:`set_env`.
             device: where to put the policy.
             custom_objects: replacements for saved values: ``observation_space``, ``action_space``,
                 ``policy_class``, ``policy_kwargs``, ``learning_rate`` (needed when a schedule was used).
-            print_system_info, force_reset: SB3's arguments (accepted; a loaded model always resets the env).
+            print_system_info: SB3's argument, used only for an SB3-format zip (``trust_pickle=True``).
+            force_reset: SB3's argument, used only for an SB3-format zip; a plain-data checkpoint always resets
+                the env.
             trust_pickle: also load an SB3-format zip, which unpickles objects and can run code: only for a
                 file you trust.
 

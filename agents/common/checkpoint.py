@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.utils import check_for_correct_spaces
 
 from agents.common.fsdp import full_state, is_sharded, load_full_state
 from agents.common.precision import lora_from_dict, lora_to_dict
 
-__all__ = ["FORMAT", "PickledCheckpointError", "capture_rng", "describe_space", "read_checkpoint", "restore_rng",
-           "space_from_description", "write_checkpoint"]
+__all__ = ["FORMAT", "PickledCheckpointError", "capture_rng", "check_env_spaces", "describe_space", "read_checkpoint",
+           "restore_rng", "space_from_description", "write_checkpoint"]
 
 FORMAT, VERSION = "llm-gym-checkpoint", 1
 META, TENSOR_FILES = "llm_gym.json", ("policy", "optimizer", "torch_rng")
@@ -85,6 +86,28 @@ def space_from_description(desc: dict[str, Any]) -> spaces.Space:
     if desc["type"] == "Discrete":
         return spaces.Discrete(desc["n"])
     return spaces.Box(desc["low"], desc["high"], shape=tuple(desc["shape"]), dtype=np.dtype(desc["dtype"]))
+
+
+def check_env_spaces(env: Any, observation_space: spaces.Space, action_space: spaces.Space,
+                     owner: str = "the checkpoint") -> None:
+    """Check that ``env`` (a gymnasium env or a VecEnv) has the spaces a model was built for.
+
+    Args:
+        env: the env to attach.
+        observation_space, action_space: the model's (saved) spaces.
+        owner: who holds the spaces, for the message (``"the checkpoint"``, ``"the model"``).
+
+    Raises:
+        ValueError: the spaces differ; the message shows both and says how to make a matching env.
+    """
+    try:
+        check_for_correct_spaces(env, observation_space, action_space)
+    except ValueError as err:
+        raise ValueError(
+            f"The env's spaces differ from {owner}'s: {err}. Make the env with the training run's env id and "
+            f"arguments (same max_new_tokens and max_prompt_length, sequence vs token level); to evaluate on "
+            f"another budget, load with custom_objects={{'observation_space': env.observation_space, "
+            f"'action_space': env.action_space}}.") from err
 
 
 def write_checkpoint(path: Path, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
@@ -223,8 +246,13 @@ def build_from_checkpoint(cls: type, meta: dict[str, Any], tensors: dict[str, An
                       custom: dict[str, Any]) -> Any:
     """Build ``cls`` from a checkpoint's plain data and restore its state (``LLMAlgorithm.load``).
 
+    The object is built with the saved hyperparameters and then given ``env`` (unwrapped), so every env the
+    run trained on fits: e.g. 32 token envs for ``n_prompts=32`` although PPO's default rollout holds 16,
+    and a single multi-turn env is batched into ``n_prompts * group_size`` copies as in training.
+
     Raises:
-    ValueError: a learning-rate schedule was saved but not passed, or the env's spaces differ.
+        ValueError: a learning-rate schedule was saved but not passed, the env's spaces differ
+            (:func:`check_env_spaces`), or its sub-env count does not divide the saved rollout size.
     """
     config = dict(meta["config"])
     if meta.get("learning_rate_is_schedule") or "learning_rate" in custom:
@@ -234,9 +262,9 @@ def build_from_checkpoint(cls: type, meta: dict[str, Any], tensors: dict[str, An
         config["learning_rate"] = custom["learning_rate"]
     observation_space = custom.get("observation_space") or space_from_description(meta["observation_space"])
     action_space = custom.get("action_space") or space_from_description(meta["action_space"])
-    if env is not None:
-        env = cls._wrap_env(env, meta["sb3"]["verbose"])
-        check_for_correct_spaces(env, observation_space, action_space)
+    if env is not None:  # wrapped by the constructor, with the saved config (not the class defaults)
+        env = maybe_make_env(env, meta["sb3"]["verbose"])
+        check_env_spaces(env, observation_space, action_space)
     policy_class = custom.get("policy_class") or _policy_class(cls, meta["policy_class"])
     policy_kwargs = custom.get("policy_kwargs") or policy_kwargs_from_json(meta["policy_kwargs"])
     sb3 = meta["sb3"]

@@ -116,7 +116,8 @@ def evaluate_episodes(model: torch.nn.Module, env: gym.Env, n_problems: int, bat
         env: a multi-turn llm-gym env.
         n_problems: problems ``0 .. n_problems - 1``.
         batch_size: episodes per wave.
-        deterministic, temperature: greedy decoding, or sampling at ``temperature``.
+        deterministic: greedy decoding (True), or sampling at ``temperature`` (False).
+        temperature: the sampling temperature when ``deterministic`` is False.
         progress_bar: a tqdm bar over waves.
 
     Returns:

@@ -154,8 +154,8 @@ def kl_divergence(log_probs: Tensor, ref_log_probs: Tensor, estimator: str = "k3
 
     * ``"k1"``: :math:`\log \frac{\pi_\theta}{\pi_{ref}}` (unbiased, high variance, can be negative).
     * ``"k2"``: :math:`\frac12 \left(\log \frac{\pi_\theta}{\pi_{ref}}\right)^2` (biased, >= 0).
-    * ``"k3"``: :math:`\frac{\pi_{ref}}{\pi_\theta} - \log\frac{\pi_{ref}}{\pi_\theta} - 1` (unbiased,
-      >= 0, low variance): DeepSeekMath arXiv:2402.03300 eq. 4.
+    * ``"k3"``: :math:`\frac{\pi_{ref}}{\pi_\theta} - \log\frac{\pi_{ref}}{\pi_\theta} - 1`
+      (unbiased, >= 0, low variance): DeepSeekMath arXiv:2402.03300 eq. 4.
 
     For numerical safety ``k3`` clamps :math:`\log(\pi_{ref}/\pi_\theta)` to
     ``[-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] = [-20, 20]`` before ``exp`` (exact inside the range; outside
@@ -527,18 +527,18 @@ def policy_loss(
     Returns:
         ``(loss, stats)``: the 0-d loss (differentiable w.r.t. ``log_probs``), and detached 0-d statistics:
 
-        * ``"policy_loss"``: the surrogate part alone (clipped surrogate or CISPO term), aggregated like the
-          loss.
-        * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
-          estimate of KL(pi_theta || pi_ref), in nats.
-        * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
-          (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``. At the sequence
-          levels a clipped sequence counts with all its tokens. With ``"cispo"``: where the weight was
-          clamped (``is_clipped`` of :func:`cispo_surrogate`; the gradient is kept).
-        * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with ``rho = pi_theta / pi_old``
-          (log-ratio clamped to ``[-20, 20]``): the k3 estimate of KL(pi_old || pi_theta) with the samples
-          drawn from pi_old (as SB3's PPO ``approx_kl``), in nats, >= 0; 0 when ``pi_theta == pi_old``.
-        * ``"ratio_mean"``: masked token mean of ``rho``. Masked means over an all-zero mask are 0.
+            * ``"policy_loss"``: the surrogate part alone (clipped surrogate or CISPO term), aggregated like
+              the loss.
+            * ``"kl"`` (only if ``ref_log_probs`` is given): masked token mean of the ``kl_estimator``
+              estimate of KL(pi_theta || pi_ref), in nats.
+            * ``"clip_fraction"``: fraction of real tokens where the clipped term is active
+              (``is_clipped`` of :func:`clipped_surrogate`, gradient cut), in ``[0, 1]``. At the sequence
+              levels a clipped sequence counts with all its tokens. With ``"cispo"``: where the weight was
+              clamped (``is_clipped`` of :func:`cispo_surrogate`; the gradient is kept).
+            * ``"approx_kl"``: masked token mean of ``(rho - 1) - log rho`` with ``rho = pi_theta / pi_old``
+              (log-ratio clamped to ``[-20, 20]``): the k3 estimate of KL(pi_old || pi_theta) with the samples
+              drawn from pi_old (as SB3's PPO ``approx_kl``), in nats, >= 0; 0 when ``pi_theta == pi_old``.
+            * ``"ratio_mean"``: masked token mean of ``rho``. Masked means over an all-zero mask are 0.
 
     Raises:
         ValueError: If a tensor has the wrong shape (the message names it), ``beta < 0``,

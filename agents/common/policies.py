@@ -300,8 +300,17 @@ class LLMActorCriticPolicy(LLMPolicy):
     :meth:`save_pretrained` exports the actor only.
 
     Args:
-        observation_space, action_space, lr_schedule, lm, temperature, top_p, optimizer_class,
-            optimizer_kwargs: as :class:`LLMPolicy`.
+        observation_space: as :class:`LLMPolicy`.
+        action_space: as :class:`LLMPolicy`.
+        lr_schedule: as :class:`LLMPolicy`.
+        lm: as :class:`LLMPolicy`.
+        temperature: as :class:`LLMPolicy`.
+        top_p: as :class:`LLMPolicy`.
+        optimizer_class: as :class:`LLMPolicy`.
+        optimizer_kwargs: as :class:`LLMPolicy`.
+        mixed_precision: as :class:`LLMPolicy`.
+        gradient_checkpointing: as :class:`LLMPolicy` (the critic's own trunk too, with ``separate_critic``).
+        peft_config: as :class:`LLMPolicy`.
         separate_critic: give the critic its own trunk (twice the weights and optimizer memory).
         value_head_init_std: std of the head's normal weight init (bias 0): a small value starts every
             ``V`` near 0, so the first advantages are close to the returns.

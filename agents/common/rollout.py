@@ -138,7 +138,7 @@ class RolloutCollector(TurnCollector):
         gen_seconds = time.perf_counter() - start
         b_response_ids = gen.response_ids.numpy()  # (N, T)
         prime_sequence_rollout(env, problem_ids, b_response_ids)
-        b_rewards, infos = np.zeros(len(problem_ids), dtype=np.float32), []
+        b_rewards, b_infos = np.zeros(len(problem_ids), dtype=np.float32), []
         for c, chunk in enumerate(chunks):
             rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
             if len(chunks) > 1:
@@ -147,12 +147,12 @@ class RolloutCollector(TurnCollector):
                     raise RuntimeError("A wrapper changed the prompt observation; with several chunks of sub-envs "
                                        "the prompts are encoded before the resets. Build the env with "
                                        "llm_gym.make_group_vec_env(env_id, n_envs=n_prompts*group_size).")
-            _, rewards, dones, step_infos = env.step(b_response_ids[rows])
-            b_rewards[rows], infos = rewards, infos + list(step_infos)
-            if not self._step_callbacks(callback, step_infos, dones, env.num_envs, locals()):
+            _, rewards, dones, infos = env.step(b_response_ids[rows])  # callbacks see this step's infos, as in SB3
+            b_rewards[rows], b_infos = rewards, b_infos + list(infos)
+            if not self._step_callbacks(callback, infos, dones, env.num_envs, locals()):
                 return None
         rollout = RolloutSamples(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask,
-                                 torch.as_tensor(b_rewards), infos=infos)
+                                 torch.as_tensor(b_rewards), infos=b_infos)
         return rollout, gen_seconds
 
     def _collect_tokens(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray) -> RolloutSamples | None:

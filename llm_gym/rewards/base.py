@@ -48,18 +48,8 @@ __all__ = [
 class RewardFunction(Protocol):
     """Protocol every reward function satisfies.
 
-    A reward function receives parallel lists of length ``N`` and returns one score per response.
-
-    Args:
-        prompts: The ``N`` prompts (already rendered as text).
-        responses: The ``N`` generated responses.
-        answers: The ``N`` reference (gold) answers; may be empty strings when not applicable.
-        **problem_fields: Extra per-problem columns (each typically a list of length ``N``),
-            e.g. ``test_cases`` for a code task. Functions must accept and ignore unknown fields.
-
-    Returns:
-        A list (or tuple, 1-D ``np.ndarray`` or 1-D ``torch.Tensor``) of ``N`` values, each a real
-        number (``bool`` counts as 0/1) or ``None`` for "no opinion".
+    A reward function receives parallel lists of length ``N`` and returns one score per response
+    (see :meth:`__call__`).
     """
 
     def __call__(
@@ -68,7 +58,20 @@ class RewardFunction(Protocol):
         responses: list[str],
         answers: list[str],
         **problem_fields: Any,
-    ) -> Sequence[float | None]: ...
+    ) -> Sequence[float | None]:
+        """Score ``N`` responses.
+
+        Args:
+            prompts: The ``N`` prompts (already rendered as text).
+            responses: The ``N`` generated responses.
+            answers: The ``N`` reference (gold) answers; may be empty strings when not applicable.
+            **problem_fields: Extra per-problem columns (each typically a list of length ``N``),
+                e.g. ``test_cases`` for a code task. Functions must accept and ignore unknown fields.
+
+        Returns:
+            A list (or tuple, 1-D ``np.ndarray`` or 1-D ``torch.Tensor``) of ``N`` values, each a real
+            number (``bool`` counts as 0/1) or ``None`` for "no opinion".
+        """
 
 
 class RewardFunctionError(ValueError):

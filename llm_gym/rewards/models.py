@@ -423,7 +423,10 @@ class ProcessRewardModelScorer(_ClassifierScorer):
 
     Args:
         model: a local folder of an ``AutoModelForTokenClassification``, or an already-loaded model.
-        tokenizer, device, batch_size, max_length: as :class:`RewardModelScorer` (the tokenizer must be fast).
+        tokenizer: as :class:`RewardModelScorer`; it must be a fast tokenizer (``offset_mapping``).
+        device: as :class:`RewardModelScorer`.
+        batch_size: as :class:`RewardModelScorer`.
+        max_length: as :class:`RewardModelScorer`.
 
     Raises:
         ValueError: as :class:`RewardModelScorer`, or a slow tokenizer.

@@ -193,20 +193,7 @@ def split_steps(response_ids: Sequence[int] | np.ndarray, tokenizer: Any, delimi
 # ------------------------------------------------------------------------- process reward functions
 @runtime_checkable
 class ProcessRewardFunction(Protocol):
-    """Protocol of a process reward function: one value per step of every response, batched.
-
-    Args:
-        prompts: The ``N`` prompts (rendered as text).
-        steps: ``N`` lists of step texts (see :func:`split_steps`), one list per response.
-        answers: The ``N`` gold answers.
-        **problem_fields: Extra per-problem columns (lists of length ``N``), e.g. ``solutions``;
-            functions must accept and ignore unknown fields.
-
-    Returns:
-        ``N`` sequences, the i-th with one value per step of response i: a finite real number, or
-        ``None`` for no opinion (no reward at that step). To be *causal* (the token env pays step rewards
-        while the response is generated), step k's value must depend on steps ``0..k`` only.
-    """
+    """Protocol of a process reward function: one value per step of every response, batched (:meth:`__call__`)."""
 
     def __call__(
         self,
@@ -214,7 +201,21 @@ class ProcessRewardFunction(Protocol):
         steps: list[list[str]],
         answers: list[str],
         **problem_fields: Any,
-    ) -> Sequence[Sequence[float | None]]: ...
+    ) -> Sequence[Sequence[float | None]]:
+        """Score every step of ``N`` responses.
+
+        Args:
+            prompts: The ``N`` prompts (rendered as text).
+            steps: ``N`` lists of step texts (see :func:`split_steps`), one list per response.
+            answers: The ``N`` gold answers.
+            **problem_fields: Extra per-problem columns (lists of length ``N``), e.g. ``solutions``;
+                functions must accept and ignore unknown fields.
+
+        Returns:
+            ``N`` sequences, the i-th with one value per step of response i: a finite real number, or
+            ``None`` for no opinion (no reward at that step). To be *causal* (the token env pays step
+            rewards while the response is generated), step k's value must depend on steps ``0..k`` only.
+        """
 
 
 def _sequence_items(raw: Any) -> list[Any] | None:

@@ -205,3 +205,25 @@ def test_resumed_run_continues_problem_draws(make_env, tmp_path):
     expected = model._problem_rng.integers(1000, size=5)
     loaded = GRPO.load(tmp_path / "m", env=make_env(reward_fn=digit_reward, max_new_tokens=8), device="cpu")
     assert loaded._problem_rng.integers(1000, size=5).tolist() == expected.tolist()
+
+
+def test_on_step_locals_hold_this_steps_infos_only(make_env):
+    """As in SB3, ``self.locals["infos"]`` in ``_on_step`` has one info per stepped sub-env, aligned with
+    ``dones`` and ``rewards`` (it used to accumulate every info of the rollout so far)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Spy(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.lengths = []
+
+        def _on_step(self) -> bool:
+            loc = self.locals
+            self.lengths.append((len(loc["infos"]), len(loc["dones"]), len(loc["rewards"])))
+            return True
+
+    spy = Spy()
+    model = make_grpo(make_env)  # one sub-env: 8 steps per rollout of 2 prompts x 4 samples
+    model.learn(8, callback=spy)
+    assert spy.lengths == [(1, 1, 1)] * 8
+    assert len(model.rollout_buffer.samples.rewards) == 8

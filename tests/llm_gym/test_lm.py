@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +86,18 @@ def test_resolve_model_errors_and_paths(tmp_path, tiny_model_dir):
         models.resolve_model(str(tmp_path))
     assert models.resolve_model(str(tiny_model_dir)) == (str(tiny_model_dir), None)
     assert models.resolve_model("org/some-model") == ("org/some-model", None)
+    assert models.resolve_model("some-model") == ("some-model", None)  # "name" is a hub id too
+
+
+@pytest.mark.parametrize("shape", ["path/to/model", "./model", "../model", "~/no-such-llm-gym-model",
+                                   "/no/such/model", "models\\tiny", "C:\\models\\tiny", "my model/x",
+                                   "x/.hidden", "org/name/"])
+def test_resolve_model_missing_paths_raise_file_not_found(shape):
+    """Not a hub id ("name" / "owner/name") and not on disk: a missing path named in the error, not an
+    HFValidationError from huggingface_hub."""
+    with pytest.raises(FileNotFoundError, match="Model folder not found") as info:
+        models.resolve_model(shape)
+    assert str(Path(shape).expanduser()) in str(info.value)
 
 
 def test_default_model_override_env(monkeypatch, tiny_model_dir):
