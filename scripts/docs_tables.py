@@ -30,7 +30,8 @@ def config_table(algo: str) -> str:
     rows = [f"Every keyword of `{cls.__name__}(policy, env, ...)` (generated from `agents.AlgorithmConfig` by "
             "`scripts/docs_tables.py`). **Bold**: where this preset differs from the base defaults (GRPO's). "
             "SB3's `policy_kwargs`, `tensorboard_log`, `verbose`, `seed`, `device` and `stats_window_size` "
-            "follow. `scripts/train.py --algo " + algo + "` takes each field as a flag (`--field-name`).",
+            "follow, then `doctor` (the training doctor, [troubleshooting](../troubleshooting.md)) and "
+            "`peft_config` (LoRA, [scaling](../scaling.md)). `scripts/train.py --algo " + algo + "` takes each field as a flag (`--field-name`).",
             "", "| Field | Default | Meaning |", "|---|---|---|"]
     for name in AlgorithmConfig.field_names():
         value = getattr(preset, name)
