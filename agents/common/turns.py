@@ -158,7 +158,7 @@ def _final_info(info: dict, n_calls: int) -> dict:
 
 
 def run_turns(env: VecEnv, sampler: ConversationSampler, max_new_tokens: int,
-              on_step: Callable[[list, np.ndarray, int], bool] | None = None,
+              on_step: Callable[[list, np.ndarray, int, np.ndarray], bool] | None = None,
               turn_seconds: list[float] | None = None):
     """Play a wave of multi-turn episodes (``env`` just reset) to the end, one batched turn at a time.
 
@@ -171,8 +171,8 @@ def run_turns(env: VecEnv, sampler: ConversationSampler, max_new_tokens: int,
             (:class:`~llm_gym.envs.vector.GroupVecEnv`, or a one-env ``DummyVecEnv``).
         sampler: the wave's sampler, built on the reset observations' prompts.
         max_new_tokens: ``T``, the token budget of one turn (the env's action length).
-        on_step: called after every ``env.step`` with ``(infos, dones, active episodes)``; returning False
-            stops the wave (a callback asked to stop training).
+        on_step: called after every ``env.step`` with ``(infos, dones, active episodes, rewards)`` (``dones``
+            and ``rewards`` of shape ``(n,)``); returning False stops the wave (a callback asked to stop training).
         turn_seconds: when given, the wall time of every batched turn (seconds) is appended.
 
     Returns:
@@ -195,7 +195,7 @@ def run_turns(env: VecEnv, sampler: ConversationSampler, max_new_tokens: int,
                 conversations[i] = None
             else:
                 conversations[i] = obs["input_ids"][i][obs["attention_mask"][i].astype(bool)].tolist()
-        if on_step is not None and not on_step(infos, dones, int(active.sum())):
+        if on_step is not None and not on_step(infos, dones, int(active.sum()), rewards):
             return None
         active &= ~np.asarray(dones, dtype=bool)
         if active.any():
@@ -226,7 +226,7 @@ class TurnCollector:
         with gathered(self.policy), autocast_region(self.policy.model):  # (FSDP: whole weights) cast once
             sampler = ConversationSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size,
                                           self.temperature, self.top_p, self.lm.pad_token_id, self.lm.eos_token_id)
-            episodes = run_turns(env, sampler, self.action_space_len, on_step=lambda infos, dones, n_steps:
+            episodes = run_turns(env, sampler, self.action_space_len, on_step=lambda infos, dones, n_steps, rewards:
                                  self._step_callbacks(callback, infos, dones, n_steps, locals()),
                                  turn_seconds=self._turn_seconds)
         if episodes is None:

@@ -344,3 +344,25 @@ def test_dapo_overlong_shaping_charges_every_turn_of_an_episode():
     assert updates["rewards"].tolist() == pytest.approx([1.0 - 1.5])
     assert updates["token_rewards"][0, 15].item() == pytest.approx(1.0 - 1.5)  # the last assistant token
     assert stats["rollout/overlong_penalty"] == pytest.approx(-1.5)
+
+
+def test_on_step_locals_hold_rewards_aligned_with_dones(guess_vec_env):
+    """Multi-turn ``_on_step`` sees ``rewards`` as SB3 callbacks expect; summed per episode they equal the
+    episode returns of the rollout."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Spy(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.returns = np.zeros(4)
+
+        def _on_step(self) -> bool:
+            rewards, dones = self.locals["rewards"], self.locals["dones"]
+            assert len(rewards) == len(dones) == len(self.locals["infos"]) == 4
+            self.returns += [0.0 if info.get("waiting") else r for r, info in zip(rewards, self.locals["infos"])]
+            return True
+
+    spy = Spy()
+    model = GRPO("LLMPolicy", guess_vec_env, seed=0, n_prompts=2, group_size=2)
+    model.learn(4, callback=spy)
+    assert spy.returns.tolist() == pytest.approx(model.rollout_buffer.samples.rewards.tolist())
