@@ -359,7 +359,7 @@ def test_on_step_locals_hold_rewards_aligned_with_dones(guess_vec_env):
         def _on_step(self) -> bool:
             rewards, dones = self.locals["rewards"], self.locals["dones"]
             assert len(rewards) == len(dones) == len(self.locals["infos"]) == 4
-            self.returns += [0.0 if info.get("waiting") else r for r, info in zip(rewards, self.locals["infos"])]
+            self.returns += [0.0 if info.get("waiting") else r for r, info in zip(rewards, self.locals["infos"], strict=True)]
             return True
 
     spy = Spy()
