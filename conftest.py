@@ -60,6 +60,10 @@ def write_sample_files(workspace: Path, model_dir: Path, reward_model_dir: Path)
     (workspace / "path" / "to").mkdir(parents=True)
     (workspace / "path" / "to" / "hf_folder").symlink_to(model_dir, target_is_directory=True)
     shutil.copytree(reward_model_dir, workspace / "outputs" / "reward_model" / "model")
+    from llm_gym.rewards.models import write_labelled_samples
+
+    write_labelled_samples(workspace / "outputs" / "reward_model" / "train_samples.jsonl",
+                           [(p["question"], p["answer"]) for p in problems], [1, 0, 1, 0], "outcome")
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ Example:
         --out docs/img/grpo_reward.png
     python scripts/plot_curves.py --logdir runs/GRPO_1 --list
     python scripts/plot_curves.py --logdir runs/GRPO_1 runs/DAPO_1 --labels GRPO DAPO --out cmp.png
+    python scripts/plot_curves.py --logdir runs/GRPO_1 --json curves.json   # the plotted points as JSON too
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="figure title (default: the logdir)")
     p.add_argument("--cols", type=int, default=2, help="subplots per row")
     p.add_argument("--dpi", type=int, default=120, help="PNG resolution")
+    p.add_argument("--json", default=None,
+                   help="also write the plotted points as JSON: {label: {tag: [[step, value], ...]}}")
     return p
 
 
@@ -144,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(args.logdir[0]) / "curves.png"
     plot(runs, tags, out, args)
     print(f"wrote {out} ({len(tags)} plots: {', '.join(tags)})")
+    if args.json:
+        points = {label: {t: [list(p) for p in scalars[t]] for t in tags if t in scalars}
+                  for label, scalars in runs.items()}
+        Path(args.json).write_text(json.dumps(points, indent=1) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -43,7 +43,7 @@ import llm_gym  # noqa: F401  (registers the envs)
 from agents import ALGORITHMS, AlgorithmConfig, LLMAlgorithm
 from agents.common.callbacks import IterationCheckpointCallback, IterativeRewardModelCallback
 from agents.common.config import field_docs
-from agents.common.distributed import init_distributed, is_main_process, world_size
+from agents.common.distributed import init_distributed, is_main_process, shutdown_distributed, world_size
 from agents.common.evaluation import evaluate_accuracy
 from agents.common.fsdp import gathered, is_sharded
 from agents.common.precision import lora_to_dict
@@ -134,6 +134,14 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
     add("--iterative-every", type=int, default=1, help="--iterative: retrain on every n-th rollout.")
     add("--replay-fraction", type=float, default=0.1,
         help="--iterative: share of earlier samples in each retraining set (DeepSeekMath: 10 %%).")
+    add("--replay-from", default=None,
+        help="--iterative: a scripts/train_reward_model.py output folder whose train_samples.jsonl (the reward "
+             "model's own training data) seeds the replay store, so replay reaches back past this run.")
+    add("--iterative-epochs", type=int, default=1,
+        help="--iterative: epochs over each retraining set (continual training from the current weights).")
+    add("--iterative-balance-classes", action="store_true",
+        help="--iterative: weight the retraining loss so right and wrong samples count equally, as "
+             "scripts/train_reward_model.py --balance-classes does (a rollout holds few right answers).")
     add("--reward-model", default=None,
         help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
              "training env's rule reward; held-out accuracy is still rule-checked.")
@@ -210,8 +218,8 @@ def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The training env's ``process_reward_fn`` / ``reward_fn`` chosen by the reward flags (may be empty).
 
     Raises:
-        SystemExit: ``--process-reward`` together with ``--process-reward-model``, or ``--iterative`` without a
-            reward model.
+        SystemExit: ``--process-reward`` together with ``--process-reward-model``, ``--iterative`` without a
+            reward model, or ``--replay-from`` without ``--iterative``.
     """
     from llm_gym.rewards import (
         arithmetic_step_penalty,
@@ -224,6 +232,8 @@ def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("Choose one source of step rewards: --process-reward or --process-reward-model.")
     if args.iterative and not (args.reward_model or args.process_reward_model):
         raise SystemExit("--iterative retrains a reward model: pass --reward-model or --process-reward-model.")
+    if args.replay_from and not args.iterative:
+        raise SystemExit("--replay-from seeds the replay of iterative RL: add --iterative.")
     out: dict[str, Any] = {}
     if args.process_reward != "none":
         out["process_reward_fn"] = {
@@ -247,9 +257,18 @@ def build_callbacks(args: argparse.Namespace, rewards: dict[str, Any], out: Path
 
         process = bool(args.process_reward_model)
         scorer = rewards["process_reward_fn" if process else "reward_fn"]
+        initial_replay = None
+        if args.replay_from:
+            from llm_gym.rewards.models import read_labelled_samples
+
+            samples = read_labelled_samples(Path(args.replay_from) / "train_samples.jsonl",
+                                            "process" if process else "outcome")
+            initial_replay = list(zip(*samples, strict=True))
         callbacks.append(IterativeRewardModelCallback(
             scorer, label_fn=grounded_arithmetic_step_reward if process else None, save_dir=out / "iterative",
             every_n_rollouts=args.iterative_every, replay_fraction=args.replay_fraction, seed=args.seed,
+            initial_replay=initial_replay,
+            train_kwargs={"epochs": args.iterative_epochs, "balance_classes": args.iterative_balance_classes},
             verbose=args.verbose))
     return callbacks
 
@@ -353,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         save_models(algo, out)
     if main_process:
         save_results(args, argv, algo, out, before, after, train_seconds)
+    shutdown_distributed()  # every rank leaves together (no rank exits mid-collective)
     return 0
 
 

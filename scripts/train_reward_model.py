@@ -45,7 +45,12 @@ import torch
 from tqdm.auto import tqdm
 
 import llm_gym  # noqa: F401  (registers the envs)
-from llm_gym.rewards.models import MINILM_ALIASES, train_reward_model
+from llm_gym.rewards.models import (
+    MINILM_ALIASES,
+    read_labelled_samples,
+    train_reward_model,
+    write_labelled_samples,
+)
 
 #: A process labelling function: ``(prompts, steps, answers) -> per-step labels`` (1.0 / 0.0 / None).
 StepLabelFn = Callable[..., list[list[float | None]]]
@@ -264,25 +269,15 @@ def checker_agreement(args: argparse.Namespace, env: gym.Env, model_dir: Path, m
             "checker_good_rate": prm["reference_rate"]}
 
 
-def write_samples(path: Path, examples: list, labels: list, kind: str) -> None:
-    """One JSON line per sample: ``{prompt, response, label}`` or ``{prompt, steps, labels}``."""
-    key, label_key = ("response", "label") if kind == "outcome" else ("steps", "labels")
-    with path.open("w") as f:
-        for (prompt, body), label in zip(examples, labels, strict=True):
-            f.write(json.dumps({"prompt": prompt, key: body, label_key: label}) + "\n")
-
-
 def read_samples(path: Path, kind: str) -> tuple[list, list]:
-    """Examples and labels from a ``write_samples`` file (the inverse of :func:`write_samples`).
+    """:func:`~llm_gym.rewards.models.read_labelled_samples`, with an error naming ``--samples-from``.
 
     Raises:
         FileNotFoundError: ``path`` is missing (names the flag that needs it).
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --samples-from needs a folder written by an earlier run")
-    key, label_key = ("response", "label") if kind == "outcome" else ("steps", "labels")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["prompt"], r[key]) for r in rows], [r[label_key] for r in rows]
+    return read_labelled_samples(path, kind)
 
 
 def resolve_backbone_arg(backbone: str, env: gym.Env) -> str:
@@ -390,8 +385,8 @@ def main(argv: list[str] | None = None, step_label_fn: StepLabelFn | None = None
         kind=args.kind, epochs=args.epochs, lr=args.learning_rate, batch_size=args.batch_size, seed=args.seed,
         eval_data=(test_x, test_y), max_length=args.max_length, balance_classes=args.balance_classes,
         device=args.device, progress_bar=not args.no_progress_bar)
-    write_samples(out / "train_samples.jsonl", train_x, train_y, args.kind)
-    write_samples(out / "eval_samples.jsonl", test_x, test_y, args.kind)
+    write_labelled_samples(out / "train_samples.jsonl", train_x, train_y, args.kind)
+    write_labelled_samples(out / "eval_samples.jsonl", test_x, test_y, args.kind)
     results = build_results(args, argv, train_env, metrics, (len(train_x), len(test_x)),
                             (train_samples, test_samples), gen_seconds)
     if args.kind == "process":

@@ -154,6 +154,11 @@ def test_plot_curves_writes_png(trained_run, tmp_path, capsys):
     assert out.stat().st_size > 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "no/such_tag" in capsys.readouterr().err
+    assert plot.main(["--logdir", str(trained_run["run_dir"]), "--tags", "rollout/accuracy", "--out", str(out),
+                      "--json", str(tmp_path / "c.json")]) == 0
+    points = json.loads((tmp_path / "c.json").read_text())[Path(trained_run["run_dir"]).name]
+    expected = plot.load_scalars(trained_run["run_dir"])["rollout/accuracy"]
+    assert list(points) == ["rollout/accuracy"] and points["rollout/accuracy"] == [list(p) for p in expected]
 
 
 def test_plot_curves_several_runs_side_by_side(trained_run, tmp_path, capsys):
@@ -223,6 +228,8 @@ def test_train_reward_flags_build_the_training_rewards(tmp_path):
         train.reward_kwargs(train.parse_args(["--process-reward", "grounded", "--process-reward-model", "x"]))
     with pytest.raises(SystemExit, match="--iterative retrains a reward model"):
         train.reward_kwargs(train.parse_args(["--iterative"]))
+    with pytest.raises(SystemExit, match="add --iterative"):
+        train.reward_kwargs(train.parse_args(["--reward-model", "rm", "--replay-from", "rm_dir"]))
 
 
 def test_train_prompt_template_reaches_train_and_held_out_envs(tiny_model_dir):
@@ -234,6 +241,31 @@ def test_train_prompt_template_reaches_train_and_held_out_envs(tiny_model_dir):
         base = env.unwrapped
         assert f"{base.problems[0].question}\nOne operation per line." in base.prompts[0]
         assert "boxed" not in base.prompts[0]
+
+
+def test_train_iterative_flags_reach_the_retraining(tmp_path):
+    """--iterative-epochs and --iterative-balance-classes become the callback's train_reward_model arguments
+    (default: 1 epoch, unweighted loss); --replay-from seeds the replay store with a reward model's training
+    samples (default: empty)."""
+    from types import SimpleNamespace
+
+    train = load_script("train")
+    scorer = SimpleNamespace(kind="outcome", batch_size=16, max_length=512)
+    for argv, expected in (([], (1, False)), (["--iterative-epochs", "3", "--iterative-balance-classes"], (3, True))):
+        args = train.parse_args(["--reward-model", "rm", "--iterative", *argv])
+        (callback,) = train.build_callbacks(args, {"reward_fn": scorer}, tmp_path)
+        kwargs = callback.train_kwargs
+        assert (kwargs["epochs"], kwargs["balance_classes"]) == expected and kwargs["batch_size"] == 16
+        assert callback.replay_store == []
+    from llm_gym.rewards.models import write_labelled_samples
+
+    write_labelled_samples(tmp_path / "train_samples.jsonl", [("p1", "r1"), ("p2", "r2")], [1, 0], "outcome")
+    args = train.parse_args(["--reward-model", "rm", "--iterative", "--replay-from", str(tmp_path)])
+    (callback,) = train.build_callbacks(args, {"reward_fn": scorer}, tmp_path)
+    assert callback.replay_store == [(("p1", "r1"), 1), (("p2", "r2"), 0)]
+    with pytest.raises(FileNotFoundError, match="train_samples.jsonl"):
+        train.build_callbacks(train.parse_args(["--reward-model", "rm", "--iterative", "--replay-from",
+                                                str(tmp_path / "nowhere")]), {"reward_fn": scorer}, tmp_path)
 
 
 @pytest.mark.usefixtures("one_thread")

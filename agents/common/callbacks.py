@@ -17,8 +17,9 @@ of historical data, and the reference model is reset to the current policy.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,8 @@ class IterativeRewardModelCallback(BaseCallback):
        Process reward models get one label per step (steps from
        :func:`llm_gym.rewards.process.split_steps`).
     2. **Accuracy.** The current reward model is scored on these samples before it sees them:
-       ``iterative/reward_model_accuracy`` measures how well it still supervises the current policy.
+       ``iterative/reward_model_accuracy`` and ``iterative/reward_model_auc`` measure how well it still
+       supervises the current policy; ``iterative/label_base_rate`` is the fraction labelled 1 (correct).
     3. **Replay.** ``round(replay_fraction / (1 - replay_fraction) * n_fresh)`` samples (capped by the store)
        are drawn without replacement from the samples of earlier retrainings, so they make up
        ``replay_fraction`` (10 %) of the training set; then the fresh samples join the store.
@@ -114,6 +116,10 @@ class IterativeRewardModelCallback(BaseCallback):
         replay_fraction: share of replayed historical samples in each training set, in ``[0, 1)``
             (DeepSeekMath: 10 %).
         max_replay_size: keep at most this many samples in the replay store (oldest dropped); None = all.
+        initial_replay: samples the replay store starts with, ``[((prompt, response_or_steps), label)]``:
+            the reward model's own training data, so that replay reaches back past this run (DeepSeekMath's
+            "historical data"); e.g. ``list(zip(*read_labelled_samples(folder / "train_samples.jsonl",
+            "outcome")))``. None = start empty (the first retraining replays nothing).
         train_kwargs: extra :func:`train_reward_model` arguments (default ``epochs=1, lr=2e-5``; the batch
             size and ``max_length`` default to the scorer's).
         reset_reference: reset the reference model to the policy (step 5).
@@ -124,7 +130,9 @@ class IterativeRewardModelCallback(BaseCallback):
         n_rollouts: rollouts seen so far.
         replay_store: ``[(example, label)]`` of every earlier retraining's fresh samples.
         history: one dict per retraining: ``rollout``, ``n_fresh``, ``n_replay``, ``n_samples``,
-            ``reward_model_accuracy`` and the :func:`train_reward_model` metrics.
+            ``reward_model_accuracy``, ``reward_model_auc`` (NaN when the fresh samples hold one label
+            only), ``label_base_rate`` (fraction of fresh samples, or steps, labelled 1) and the
+            :func:`train_reward_model` metrics.
 
     Raises:
         ValueError: ``every_n_rollouts < 1`` or ``replay_fraction`` outside ``[0, 1)``.
@@ -138,6 +146,7 @@ class IterativeRewardModelCallback(BaseCallback):
         every_n_rollouts: int = 1,
         replay_fraction: float = 0.1,
         max_replay_size: int | None = None,
+        initial_replay: Sequence[tuple[Any, Any]] | None = None,
         train_kwargs: dict[str, Any] | None = None,
         reset_reference: bool = True,
         seed: int = 0,
@@ -158,7 +167,7 @@ class IterativeRewardModelCallback(BaseCallback):
         self.reset_reference, self.seed = bool(reset_reference), int(seed)
         self.rng = np.random.default_rng(seed)
         self.n_rollouts = 0
-        self.replay_store: list[tuple[Any, Any]] = []
+        self.replay_store: list[tuple[Any, Any]] = [(tuple(x), y) for x, y in (initial_replay or [])]
         self.history: list[dict[str, Any]] = []
 
     def _on_step(self) -> bool:
@@ -171,7 +180,8 @@ class IterativeRewardModelCallback(BaseCallback):
         fresh = self.fresh_samples()
         if not fresh:  # e.g. DAPO's dynamic sampling kept no group
             return
-        accuracy = self._current_accuracy(fresh)
+        before = self._current_metrics(fresh)
+        accuracy = before["eval_accuracy"]
         replay = self._draw_replay(len(fresh))
         metrics = self._retrain(fresh + replay)
         self.replay_store.extend(fresh)
@@ -180,9 +190,13 @@ class IterativeRewardModelCallback(BaseCallback):
         if self.reset_reference:
             self._reset_reference_model()
         record = {"rollout": self.n_rollouts, "n_fresh": len(fresh), "n_replay": len(replay),
-                  "n_samples": len(fresh) + len(replay), "reward_model_accuracy": accuracy, **metrics}
+                  "n_samples": len(fresh) + len(replay), "reward_model_accuracy": accuracy,
+                  "reward_model_auc": before["eval_auc"], "label_base_rate": before["eval_base_rate"], **metrics}
         self.history.append(record)
         self.logger.record("iterative/reward_model_accuracy", accuracy)
+        self.logger.record("iterative/label_base_rate", record["label_base_rate"])
+        if math.isfinite(record["reward_model_auc"]):  # NaN when the rollout holds one label only
+            self.logger.record("iterative/reward_model_auc", record["reward_model_auc"])
         self.logger.record("iterative/n_samples", record["n_samples"])
         self.logger.record("iterative/n_replay", record["n_replay"])
         self.logger.record("iterative/reward_model_loss", metrics["train_loss"])
@@ -228,10 +242,11 @@ class IterativeRewardModelCallback(BaseCallback):
         return [((p, s), y) for p, s, y in zip(prompts, steps, labels, strict=True)
                 if any(v is not None for v in y)]
 
-    def _current_accuracy(self, fresh: list[tuple[Any, Any]]) -> float:
-        """Accuracy of the reward model before retraining, on samples it has not seen (per step for a PRM)."""
+    def _current_metrics(self, fresh: list[tuple[Any, Any]]) -> dict[str, float]:
+        """The reward model before retraining, on samples it has not seen (per step for a PRM):
+        :func:`~llm_gym.rewards.models.binary_metrics` prefixed ``eval_`` (accuracy, AUC, base rate...)."""
         metrics = evaluate_reward_model(self.scorer, [x for x, _ in fresh], [y for _, y in fresh])
-        return float(metrics["eval_accuracy"])
+        return {k: float(v) for k, v in metrics.items() if k.startswith("eval_")}
 
     def _draw_replay(self, n_fresh: int) -> list[tuple[Any, Any]]:
         """Earlier samples making up ``replay_fraction`` of the training set (fewer if the store is small)."""

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from agents.common.buffers import RolloutSamples
 
 __all__ = ["all_gather_rows", "all_reduce_sum", "any_rank", "init_distributed", "is_distributed",
-           "is_main_process", "mean_over_ranks", "rank", "world_size"]
+           "is_main_process", "mean_over_ranks", "rank", "shutdown_distributed", "world_size"]
 
 
 def init_distributed(timeout_minutes: float = 60.0) -> bool:
@@ -50,6 +50,18 @@ def init_distributed(timeout_minutes: float = 60.0) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist.get_world_size() > 1
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then destroy the default process group; a no-op without one.
+
+    Call it once at the end of a job. A rank that exits while the others still run collectives (rank 0
+    evaluating and saving) can abort in gloo's threads at interpreter exit ("terminate called without an
+    active exception", SIGABRT), and torch warns when a process group is left undestroyed.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

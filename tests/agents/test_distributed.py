@@ -112,6 +112,20 @@ def test_single_process_helpers_are_the_identity():
     assert all_gather_rows(batch) is batch
 
 
+def test_shutdown_destroys_the_process_group(tmp_path):
+    """shutdown_distributed ends the job's process group (a no-op without one), so no rank exits with gloo's
+    threads still running."""
+    import torch.distributed as dist
+
+    from agents.common.distributed import shutdown_distributed
+
+    shutdown_distributed()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()
+
+
 def test_micro_batch_weight_uses_the_total_over_ranks():
     micro = torch.tensor([[1, 1, 0], [1, 0, 0]])  # 3 tokens, 2 rows
     local = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])  # 6 tokens, 3 rows

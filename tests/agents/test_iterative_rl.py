@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -108,6 +109,7 @@ def test_every_second_rollout_retrains_with_replay_and_resets_the_reference(
     assert second_x[-1] in first_x and callback.history[1]["n_replay"] / len(second_x) == pytest.approx(0.1)
     # Labels are the verifier's, on the decoded responses of the rollout buffer and the env's prompts.
     assert first_y == [int(any(c.isdigit() for c in r)) for _, r in first_x]
+    assert callback.history[0]["label_base_rate"] == pytest.approx(np.mean(first_y))
     assert all(p in env.prompts for p, _ in first_x)
     # The env's reward function is the same scorer object, now with the retrained weights.
     saved = RewardModelScorer(tmp_path / "iter" / "reward_model", device="cpu")
