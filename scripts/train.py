@@ -90,6 +90,33 @@ def add_config_flags(p: argparse.ArgumentParser, defaults: dict) -> None:
             group.add_argument(flag, type=kind, default=default, help=text.replace("%", "%%"))
 
 
+def add_reward_model_flags(p: argparse.ArgumentParser) -> None:
+    """Learned rewards (--reward-model, --process-reward-model) and iterative RL on them (--iterative...)."""
+    add = p.add_argument_group("reward models and iterative RL").add_argument
+    add("--process-reward-model", default=None,
+        help="Folder of a process reward model (scripts/train_reward_model.py --kind process) whose per-step "
+             "scores are the training env's step rewards (use with --advantage process).")
+    add("--iterative", action="store_true",
+        help="Iterative RL (DeepSeekMath 4.1.4) with --reward-model or --process-reward-model: retrain it on "
+             "each --iterative-every-th rollout's samples, labelled by the rule checker (answer check; for a "
+             "process model the grounded step checker), with --replay-fraction replayed, and reset the "
+             "reference model to the policy.")
+    add("--iterative-every", type=int, default=1, help="--iterative: retrain on every n-th rollout.")
+    add("--replay-fraction", type=float, default=0.1,
+        help="--iterative: share of earlier samples in each retraining set (DeepSeekMath: 10 %%).")
+    add("--replay-from", default=None,
+        help="--iterative: a scripts/train_reward_model.py output folder whose train_samples.jsonl (the reward "
+             "model's own training data) seeds the replay store, so replay reaches back past this run.")
+    add("--iterative-epochs", type=int, default=1,
+        help="--iterative: epochs over each retraining set (continual training from the current weights).")
+    add("--iterative-balance-classes", action="store_true",
+        help="--iterative: weight the retraining loss so right and wrong samples count equally, as "
+             "scripts/train_reward_model.py --balance-classes does (a rollout holds few right answers).")
+    add("--reward-model", default=None,
+        help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
+             "training env's rule reward; held-out accuracy is still rule-checked.")
+
+
 def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
     """Every flag with its meaning and its default for ``algo``; the same text is ``--help``."""
     defaults = algorithm_defaults(algo)
@@ -123,28 +150,7 @@ def build_parser(algo: str = "grpo") -> argparse.ArgumentParser:
              "and --step-penalty for false, unrelated or restating steps and a wrong final step "
              "(llm_gym.rewards.grounded_arithmetic_step_reward).")
     add("--step-penalty", type=float, default=-1.0, help="--process-reward grounded: the penalty value (<= 0).")
-    add("--process-reward-model", default=None,
-        help="Folder of a process reward model (scripts/train_reward_model.py --kind process) whose per-step "
-             "scores are the training env's step rewards (use with --advantage process).")
-    add("--iterative", action="store_true",
-        help="Iterative RL (DeepSeekMath 4.1.4) with --reward-model or --process-reward-model: retrain it on "
-             "each --iterative-every-th rollout's samples, labelled by the rule checker (answer check; for a "
-             "process model the grounded step checker), with --replay-fraction replayed, and reset the "
-             "reference model to the policy.")
-    add("--iterative-every", type=int, default=1, help="--iterative: retrain on every n-th rollout.")
-    add("--replay-fraction", type=float, default=0.1,
-        help="--iterative: share of earlier samples in each retraining set (DeepSeekMath: 10 %%).")
-    add("--replay-from", default=None,
-        help="--iterative: a scripts/train_reward_model.py output folder whose train_samples.jsonl (the reward "
-             "model's own training data) seeds the replay store, so replay reaches back past this run.")
-    add("--iterative-epochs", type=int, default=1,
-        help="--iterative: epochs over each retraining set (continual training from the current weights).")
-    add("--iterative-balance-classes", action="store_true",
-        help="--iterative: weight the retraining loss so right and wrong samples count equally, as "
-             "scripts/train_reward_model.py --balance-classes does (a rollout holds few right answers).")
-    add("--reward-model", default=None,
-        help="Folder of a sequence-classification reward model (scripts/train_reward_model.py) that replaces the "
-             "training env's rule reward; held-out accuracy is still rule-checked.")
+    add_reward_model_flags(p)
     add("--no-eval-before", action="store_true",
         help="Skip the evaluation before training (the base model's figure is the same for every algorithm).")
     add("--eval-n", type=int, default=200, help="Held-out problems for the before/after evaluation (0 = skip).")
