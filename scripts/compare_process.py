@@ -12,6 +12,8 @@ variant             training reward
 ``prm``             ``--process-reward-model PRM``: a PRM's P(good step) per step (4.1.3 advantages)
 ``iterative_prm``   ``prm`` plus ``--iterative``: the PRM retrained every rollout on grounded step labels with
                     10 % replay, and the reference reset (DeepSeekMath 4.1.4)
+``grounded_min``    ``grounded`` with ``--process-credit min``: a token's advantage is the minimum, not the sum,
+                    of the later steps' normalised rewards (PURE, arXiv:2504.15275); opt-in
 ==================  ============================================================================================
 
 In the process variants the answer check is one more step at the last token. Every run is evaluated greedily
@@ -21,7 +23,8 @@ the fraction of rollouts' groups with zero reward variance (``rollout/zero_std_g
 training time, and step statistics of the held-out responses (:func:`classify_arithmetic_steps`).
 
 Runs already finished (a ``results.json`` in their folder) are skipped, so an interrupted comparison
-continues where it stopped; ``--summarize-only`` runs nothing. Examples::
+continues where it stopped; ``--summarize-only`` runs nothing. The summary JSON accumulates: runs it already
+records stay when their folders are gone, so seeds added later (or on another machine) join the earlier ones. Examples::
 
     python scripts/compare_process.py --difficulty 3 --prm outputs/prm_shepherd_L3/model
     python scripts/compare_process.py --difficulty 3 --variants outcome grounded --seeds 0 1 2
@@ -51,7 +54,10 @@ VARIANTS: dict[str, list[str]] = {
     "grounded": ["--process-reward", "grounded", "--advantage", "process"],
     "prm": ["--process-reward-model", "{prm}", "--advantage", "process"],
     "iterative_prm": ["--process-reward-model", "{prm}", "--advantage", "process", "--iterative"],
+    "grounded_min": ["--process-reward", "grounded", "--advantage", "process", "--process-credit", "min"],
 }
+#: The variants run when ``--variants`` is not given (DeepSeekMath's four); ``grounded_min`` is opt-in.
+DEFAULT_VARIANTS: list[str] = ["outcome", "grounded", "prm", "iterative_prm"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--difficulty", type=int, nargs="+", default=[3], help="Arithmetic level(s) of train and test.")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds of every variant.")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Variants to run.")
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                   help=f"Variants to run (default: {' '.join(DEFAULT_VARIANTS)}).")
     p.add_argument("--prm", default=None, help="PRM folder (scripts/train_reward_model.py --kind process ...: "
                    "<output-dir>/model); needed by prm and iterative_prm.")
     p.add_argument("--output-dir", default="outputs/process_vs_outcome", help="Root of the runs' folders.")
@@ -185,14 +192,26 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summarize(args: argparse.Namespace) -> dict[str, Any]:
-    """Every finished run of the chosen variants and seeds, and the per-variant aggregate."""
-    root, runs = Path(args.output_dir), {}
+def recorded_runs(out: Path) -> dict[str, dict[str, Any]]:
+    """The runs an earlier summary at ``out`` recorded (``{variant: {seed: figures}}``; empty if none)."""
+    if not out.is_file():
+        return {}
+    return json.loads(out.read_text()).get("runs", {})
+
+
+def summarize(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Every finished run of the chosen variants and seeds, and the per-variant aggregate.
+
+    Runs that the summary already at ``out`` recorded stay in it when their folders are gone (a comparison
+    continued on another machine, or with more seeds later); a run found on disk replaces its recorded figures.
+    """
+    root, runs = Path(args.output_dir), recorded_runs(out)
     for variant in args.variants:
         for seed in args.seeds:
             found = run_summary(root / run_name(variant, args.difficulty, seed, args.suffix))
             if found is not None:
-                runs.setdefault(variant, {})[seed] = found
+                runs.setdefault(variant, {})[str(seed)] = found
+    runs = {v: dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))) for v, seeds in runs.items()}
     befores = [r["accuracy_before"] for v in runs.values() for r in v.values() if r["accuracy_before"] is not None]
     return {"difficulty": args.difficulty, "accuracy_before": befores[0] if befores else None, "runs": runs,
             "variants": {v: aggregate(list(seeds.values())) for v, seeds in runs.items()}}
@@ -203,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.summarize_only:
         run_all(args)
-    summary = summarize(args)
     levels = "".join(map(str, args.difficulty))
     out = Path(args.out or f"benchmarks/process_vs_outcome_L{levels}{args.suffix}.json")
+    summary = summarize(args, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"Base model: {summary['accuracy_before']}\n{markdown(summary)}\nWrote {out}")

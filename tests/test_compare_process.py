@@ -24,6 +24,9 @@ def test_train_commands_differ_only_in_the_reward(cp):
     assert grounded[grounded.index("--process-reward") + 1] == "grounded" and "--advantage" in grounded
     iterative = cp.train_command(args, "iterative_prm", 2, first=False)
     assert iterative[iterative.index("--process-reward-model") + 1] == "prm_dir" and "--iterative" in iterative
+    least = cp.train_command(args, "grounded_min", 0, first=False)
+    assert least[least.index("--process-credit") + 1] == "min" and "--process-credit" not in grounded
+    assert "grounded_min" not in args.variants  # opt-in
     tagged = cp.build_parser().parse_args(["--suffix", "lines", "--difficulty", "2", "3"])
     cmd = cp.train_command(tagged, "outcome", 0, first=False)
     assert cmd[cmd.index("--run-name") + 1] == "outcome_L23lines_s0"
@@ -71,3 +74,20 @@ def test_runs_variants_once_and_summarizes(cp, tiny_model_dir, tmp_path, monkeyp
     monkeypatch.setattr(cp.subprocess, "run", lambda *a, **k: calls.append(a))
     assert cp.main(argv) == 0 and calls == []  # finished runs are not run again
     assert "| outcome |" in capsys.readouterr().out
+
+
+def test_summary_keeps_recorded_runs_whose_folders_are_gone(cp, tmp_path):
+    out, runs = tmp_path / "summary.json", tmp_path / "runs"
+    recorded = {"accuracy_before": 0.1, "accuracy_after": 0.30, "timesteps": 320, "generated_tokens": 10,
+                "train_seconds": 1.0, "response_length_after": 5.0, "zero_std_groups": None}
+    out.write_text(json.dumps({"runs": {"prm": {"0": recorded, "1": dict(recorded, accuracy_after=0.9)}}}))
+    (runs / "prm_L3_s1").mkdir(parents=True)  # seed 1 rerun on disk replaces the recorded 0.9
+    (runs / "prm_L3_s1" / "results.json").write_text(json.dumps(
+        {"after": {"accuracy": 0.10}, "timesteps": 320, "generated_tokens": 30, "train_seconds": 2.0}))
+    args = cp.build_parser().parse_args(["--variants", "prm", "--seeds", "1", "2", "--output-dir", str(runs)])
+    summary = cp.summarize(args, out)
+    assert list(summary["runs"]["prm"]) == ["0", "1"] and summary["accuracy_before"] == 0.1
+    agg = summary["variants"]["prm"]
+    assert agg["n_seeds"] == 2 and agg["accuracy_mean"] == pytest.approx(0.20)
+    assert agg["generated_tokens"] == pytest.approx(20)
+    assert cp.summarize(args, tmp_path / "none.json")["variants"]["prm"]["n_seeds"] == 1

@@ -17,17 +17,22 @@ their inputs (float32 or float64).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
-    "GROUP_SCALES", "broadcast_to_tokens", "group_normalized", "informative_groups", "leave_one_out",
+    "GROUP_SCALES", "PROCESS_CREDITS", "broadcast_to_tokens", "group_normalized", "informative_groups", "leave_one_out",
     "process_group_normalized",
 ]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
 GROUP_SCALES: tuple[str, ...] = ("group", "batch", "none")
+#: Valid ``credit`` values of :func:`process_group_normalized`: the sum of the later steps' normalised rewards
+#: (DeepSeekMath 4.1.3) or their minimum (PURE's min-form credit assignment, arXiv:2504.15275).
+PROCESS_CREDITS: tuple[str, ...] = ("sum", "min")
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -216,6 +221,7 @@ def process_group_normalized(
     response_mask: Tensor,
     scale: str = "group",
     eps: float = 1e-4,
+    credit: str = "sum",
 ) -> Tensor:
     r"""Group-relative advantages for process supervision (GRPO, DeepSeekMath section 4.1.3).
 
@@ -229,6 +235,13 @@ def process_group_normalized(
     The normalisation is :func:`group_normalized` applied to the flat list of steps (same unbiased std,
     ``eps`` and ``scale`` options), so a group whose step rewards are all equal gets 0.
 
+    With ``credit="min"`` a token's advantage is instead the *minimum* of the normalised rewards of the steps
+    that end at or after it, :math:`\hat A_{i,t} = \min_{index(j) \ge t} \tilde r_i^{index(j)}` (PURE,
+    Cheng et al. 2025, arXiv:2504.15275: min-form credit assignment, the value as the minimum of future
+    rewards). The sum pays a response for its *number* of steps above the group's mean (in a group of wrong
+    answers, a 0-reward step normalises to a positive value, so more steps before the wrong end earn more);
+    the minimum pays only for its worst remaining step.
+
     Args:
         token_rewards: ``(N, T)`` step rewards at their step-end tokens (other entries are ignored).
         step_mask: ``(N, T)``, nonzero at step-end tokens. Responses may have different numbers of steps.
@@ -236,12 +249,13 @@ def process_group_normalized(
         response_mask: ``(N, T)``, nonzero on real tokens; advantages are 0 on padding.
         scale: ``"group"``, ``"batch"`` or ``"none"`` (see :func:`group_normalized`).
         eps: Added to the std.
+        credit: ``"sum"`` (DeepSeekMath 4.1.3) or ``"min"`` (PURE's min-form) over the later steps.
 
     Returns:
         ``(N, T)`` advantages (float, dtype of ``token_rewards``).
 
     Raises:
-        ValueError: Shapes differ from ``(N, T)`` / ``(N,)``, or invalid ``scale`` / ``eps``.
+        ValueError: Shapes differ from ``(N, T)`` / ``(N,)``, or invalid ``scale`` / ``eps`` / ``credit``.
 
     Example:
         One group, response 0 with steps ending at tokens 0 and 2 (rewards 1, 0), response 1 with one step
@@ -253,7 +267,16 @@ def process_group_normalized(
         >>> process_group_normalized(r, steps, torch.tensor([0, 0]), torch.tensor([[1, 1, 1], [1, 1, 0]]), eps=0.0)
         tensor([[-0.5774, -1.1547, -1.1547],
                 [ 0.5774,  0.5774,  0.0000]])
+
+        The minimum instead: response 0's first token gets ``min(0.577, -1.155)``.
+
+        >>> process_group_normalized(r, steps, torch.tensor([0, 0]), torch.tensor([[1, 1, 1], [1, 1, 0]]), eps=0.0,
+        ...                          credit="min")
+        tensor([[-1.1547, -1.1547, -1.1547],
+                [ 0.5774,  0.5774,  0.0000]])
     """
+    if credit not in PROCESS_CREDITS:
+        raise ValueError(f"credit must be one of {list(PROCESS_CREDITS)}, got {credit!r}")
     _check_2d_pair("token_rewards", token_rewards, "step_mask", step_mask)
     _check_2d_pair("token_rewards", token_rewards, "response_mask", response_mask)
     _check_shape("group_ids", group_ids, (token_rewards.shape[0],), "one group id per response")
@@ -262,7 +285,11 @@ def process_group_normalized(
     step_groups = group_ids.to(rewards.device)[:, None].expand_as(steps)[steps]  # (M,) group of each step
     normalised = torch.zeros_like(rewards)  # (N, T)
     normalised[steps] = group_normalized(rewards[steps], step_groups, scale=scale, eps=eps)  # (M,)
-    advantages = normalised.flip(-1).cumsum(-1).flip(-1)  # (N, T): sum over steps ending at or after t
+    if credit == "sum":
+        advantages = normalised.flip(-1).cumsum(-1).flip(-1)  # (N, T): sum over steps ending at or after t
+    else:
+        later = normalised.masked_fill(~steps, math.inf).flip(-1).cummin(-1).values.flip(-1)  # (N, T)
+        advantages = later.masked_fill(later.isinf(), 0.0)  # (N, T): tokens after the last step get 0
     return advantages * (response_mask.to(rewards.device) != 0).to(rewards.dtype)
 
 

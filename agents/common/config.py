@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
-from agents.common.advantages import GROUP_SCALES
+from agents.common.advantages import GROUP_SCALES, PROCESS_CREDITS
 from agents.common.guards import NONFINITE_MODES
 from agents.common.losses import AGGREGATION_MODES, IMPORTANCE_SAMPLING_LEVELS, KL_ESTIMATORS
 from agents.common.losses import LOSS_MODES as POLICY_LOSS_MODES
@@ -95,6 +95,9 @@ class AlgorithmConfig:
     "rft" (1 for a reward >= reward_threshold else 0: Online RFT, DeepSeekMath 5.2.1)."""
     advantage: str = "outcome"
     """Supervision of the "grpo" estimator: "outcome" (4.1.2) or "process" (step rewards, 4.1.3)."""
+    process_credit: str = "sum"
+    """advantage="process": a token's advantage is the "sum" of the normalised rewards of the steps ending at
+    or after it (DeepSeekMath 4.1.3) or their "min" (PURE's min-form credit assignment, arXiv:2504.15275)."""
     scale_rewards: str = "group"
     """"grpo" estimator: divide centred rewards by the group std ("group"), the batch std ("batch", TRL) or
     not at all ("none": Dr.GRPO, arXiv:2503.20783)."""
@@ -170,7 +173,8 @@ class AlgorithmConfig:
             raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size="
                              f"{self.n_prompts * self.group_size}")
         for name, valid in (("advantage_estimator", ADVANTAGE_ESTIMATORS), ("advantage", SUPERVISION_MODES),
-                            ("scale_rewards", GROUP_SCALES), ("loss_mode", LOSS_MODES),
+                            ("scale_rewards", GROUP_SCALES), ("process_credit", PROCESS_CREDITS),
+                            ("loss_mode", LOSS_MODES),
                             ("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS), ("kl_placement", KL_PLACEMENTS),
                             ("kl_estimator", KL_ESTIMATORS), ("loss_aggregation", AGGREGATION_MODES),
                             ("on_nonfinite", NONFINITE_MODES), ("mixed_precision", MIXED_PRECISION)):

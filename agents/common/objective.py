@@ -120,7 +120,8 @@ def compute_advantages(cfg: AlgorithmConfig, b: RolloutSamples) -> tuple[torch.T
     if est == "grpo" and cfg.advantage == "process":
         step_mask = outcome_step_mask(b) if b.step_mask is None else b.step_mask  # (N, T)
         advantages = process_group_normalized(b.token_rewards, step_mask, b.group_ids, mask,
-                                              scale=cfg.scale_rewards, eps=cfg.eps)  # (N, T)
+                                              scale=cfg.scale_rewards, eps=cfg.eps,
+                                              credit=cfg.process_credit)  # (N, T)
     elif est == "grpo":
         advantages = broadcast_to_tokens(group_normalized(b.rewards, b.group_ids, scale=cfg.scale_rewards,
                                                           eps=cfg.eps), mask)  # (N, T)

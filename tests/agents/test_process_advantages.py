@@ -56,6 +56,40 @@ def test_process_advantages_scale_none_and_errors() -> None:
         process_group_normalized(rewards, steps, groups[:3], mask)
 
 
+def test_process_advantages_min_credit_by_hand() -> None:
+    # Same normalised steps as above (p = +0.645497 for a 1, q = -1.290994 for a 0); a token gets the minimum
+    # of the normalised rewards of the steps ending at or after it (PURE's min-form credit).
+    rewards, steps, groups, mask = hand_group()
+    adv = process_group_normalized(rewards, steps, groups, mask, eps=0.0, credit="min")
+    p, q = (1 / 3) / math.sqrt(4 / 15), -(2 / 3) / math.sqrt(4 / 15)
+    expected = torch.tensor([
+        [p, p, p, p, p],                  # A: min(p, p)
+        [q, q, q, 0, 0],                  # B: its one step, padding after length 3
+        [q, q, p, p, 0],                  # C: min(p, q, p) = q up to the 0-reward step at t=1, then p
+        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0],
+    ], dtype=F64)
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="credit must be one of"):
+        process_group_normalized(rewards, steps, groups, mask, credit="mean")
+
+
+def test_min_credit_removes_the_step_count_bias_of_the_sum() -> None:
+    # Four wrong answers of one group (grounded rewards: 0 = a good step of a wrong answer, -1 = the wrong end)
+    # with step rewards [-1], [0, -1], [0, 0, 0, -1], [-1]. The eight rewards {four 0, four -1}: mean -1/2,
+    # unbiased std sqrt(2/7); a 0 normalises to +z, a -1 to -z, z = 0.5 / sqrt(2/7) = 0.935414.
+    rewards = torch.zeros(4, 4, dtype=F64)
+    steps = torch.zeros(4, 4, dtype=torch.bool)
+    for row, t, r in [(0, 0, -1), (1, 0, 0), (1, 1, -1), (2, 0, 0), (2, 1, 0), (2, 2, 0), (2, 3, -1), (3, 0, -1)]:
+        rewards[row, t], steps[row, t] = r, True
+    mask = torch.tensor([[t < n for t in range(4)] for n in (1, 2, 4, 1)])
+    z, groups = 0.5 / math.sqrt(2 / 7), torch.zeros(4, dtype=torch.long)
+    first = process_group_normalized(rewards, steps, groups, mask, eps=0.0)[:, 0]
+    torch.testing.assert_close(first, torch.tensor([-z, 0.0, 2 * z, -z], dtype=F64))  # more steps, more credit
+    least = process_group_normalized(rewards, steps, groups, mask, eps=0.0, credit="min")
+    torch.testing.assert_close(least[mask], torch.full((8,), -z, dtype=F64))  # every token of every answer: -z
+
+
 def test_step_reward_tensors_sequence_level() -> None:
     # Row 0: steps (1, 0.5) and (3, 1.0), outcome 1.0 at its last token 4 -> return 2.5.
     # Row 1: no step reward; outcome 0 at its last token 1 -> only the last token is a step end.
@@ -142,6 +176,24 @@ def test_grpo_process_advantages_from_env_step_rewards(make_env, monkeypatch) ->
     s = model.rollout_buffer.samples
     assert s.step_mask is not None and int(s.step_mask.sum()) > s.response_mask.shape[0]  # steps beyond the last
     torch.testing.assert_close(s.advantages, expected_process_advantages(model, model.eps), rtol=1e-5, atol=1e-5)
+
+
+def test_grpo_process_credit_min_reaches_the_advantages(make_env, monkeypatch) -> None:
+    from agents import GRPO
+
+    env = make_env(process_reward_fn=vowel_steps, step_delimiter=" ", max_new_tokens=12)
+    model = GRPO("LLMPolicy", env, n_prompts=2, group_size=3, beta=0.0, advantage="process", process_credit="min",
+                 seed=0, device="cpu", learning_rate=1e-4)
+    spaces_every_third_token(monkeypatch, model)
+    model.learn(6)
+    s = model.rollout_buffer.samples
+    summed = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.eps)
+    least = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.eps,
+                                     credit="min")
+    torch.testing.assert_close(s.advantages, least.to(s.advantages.dtype))
+    assert not torch.allclose(least, summed)  # the test can tell the two apart on this rollout
+    with pytest.raises(ValueError, match="process_credit"):
+        GRPO("LLMPolicy", make_env(), process_credit="mean", device="cpu")
 
 
 def test_grpo_process_without_step_rewards_names_the_option(make_env) -> None:
