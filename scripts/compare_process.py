@@ -14,6 +14,7 @@ variant             training reward
                     10 % replay, and the reference reset (DeepSeekMath 4.1.4)
 ``grounded_min``    ``grounded`` with ``--process-credit min``: a token's advantage is the minimum, not the sum,
                     of the later steps' normalised rewards (PURE, arXiv:2504.15275); opt-in
+``prm_min``         ``prm`` with ``--process-credit min``; opt-in
 ==================  ============================================================================================
 
 In the process variants the answer check is one more step at the last token. Every run is evaluated greedily
@@ -55,8 +56,9 @@ VARIANTS: dict[str, list[str]] = {
     "prm": ["--process-reward-model", "{prm}", "--advantage", "process"],
     "iterative_prm": ["--process-reward-model", "{prm}", "--advantage", "process", "--iterative"],
     "grounded_min": ["--process-reward", "grounded", "--advantage", "process", "--process-credit", "min"],
+    "prm_min": ["--process-reward-model", "{prm}", "--advantage", "process", "--process-credit", "min"],
 }
-#: The variants run when ``--variants`` is not given (DeepSeekMath's four); ``grounded_min`` is opt-in.
+#: The variants run when ``--variants`` is not given (DeepSeekMath's four); the ``*_min`` ones are opt-in.
 DEFAULT_VARIANTS: list[str] = ["outcome", "grounded", "prm", "iterative_prm"]
 
 
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
                    help=f"Variants to run (default: {' '.join(DEFAULT_VARIANTS)}).")
     p.add_argument("--prm", default=None, help="PRM folder (scripts/train_reward_model.py --kind process ...: "
-                   "<output-dir>/model); needed by prm and iterative_prm.")
+                   "<output-dir>/model); needed by prm, prm_min and iterative_prm.")
     p.add_argument("--output-dir", default="outputs/process_vs_outcome", help="Root of the runs' folders.")
     p.add_argument("--out", default=None, help="Summary JSON (default benchmarks/process_vs_outcome_L<levels>.json).")
     p.add_argument("--suffix", default="", help="Added to every run name after the level, to tell apart comparisons "

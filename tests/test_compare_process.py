@@ -26,7 +26,9 @@ def test_train_commands_differ_only_in_the_reward(cp):
     assert iterative[iterative.index("--process-reward-model") + 1] == "prm_dir" and "--iterative" in iterative
     least = cp.train_command(args, "grounded_min", 0, first=False)
     assert least[least.index("--process-credit") + 1] == "min" and "--process-credit" not in grounded
-    assert "grounded_min" not in args.variants  # opt-in
+    assert "grounded_min" not in args.variants and "prm_min" not in args.variants  # opt-in
+    prm_least = cp.train_command(args, "prm_min", 0, first=False)
+    assert prm_least[prm_least.index("--process-credit") + 1] == "min" and "prm_dir" in prm_least
     tagged = cp.build_parser().parse_args(["--suffix", "lines", "--difficulty", "2", "3"])
     cmd = cp.train_command(tagged, "outcome", 0, first=False)
     assert cmd[cmd.index("--run-name") + 1] == "outcome_L23lines_s0"

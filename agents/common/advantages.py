@@ -235,12 +235,15 @@ def process_group_normalized(
     The normalisation is :func:`group_normalized` applied to the flat list of steps (same unbiased std,
     ``eps`` and ``scale`` options), so a group whose step rewards are all equal gets 0.
 
-    With ``credit="min"`` a token's advantage is instead the *minimum* of the normalised rewards of the steps
-    that end at or after it, :math:`\hat A_{i,t} = \min_{index(j) \ge t} \tilde r_i^{index(j)}` (PURE,
-    Cheng et al. 2025, arXiv:2504.15275: min-form credit assignment, the value as the minimum of future
-    rewards). The sum pays a response for its *number* of steps above the group's mean (in a group of wrong
-    answers, a 0-reward step normalises to a positive value, so more steps before the wrong end earn more);
-    the minimum pays only for its worst remaining step.
+    With ``credit="min"`` a token's value is instead the *minimum* of the normalised rewards of the steps that
+    end at or after it, :math:`V_{i,t} = \min_{index(j) \ge t} \tilde r_i^{index(j)}` (PURE, Cheng et al.
+    2025, arXiv:2504.15275: min-form credit assignment, the value as the minimum of future rewards), and the
+    advantage is that value minus the group's mean response value,
+    :math:`\hat A_{i,t} = V_{i,t} - \mathrm{mean}_{k \in \text{group}}(V_{k,0})` (a group baseline as in
+    GRPO, so a group whose responses all have the same worst step gets 0, as a group of equal outcome rewards
+    does). The sum pays a response for its *number* of steps above the group's mean: in a group of wrong
+    answers a 0-reward step normalises to a positive value, so more steps before the wrong end earn more. The
+    minimum pays for the worst remaining step only.
 
     Args:
         token_rewards: ``(N, T)`` step rewards at their step-end tokens (other entries are ignored).
@@ -249,7 +252,8 @@ def process_group_normalized(
         response_mask: ``(N, T)``, nonzero on real tokens; advantages are 0 on padding.
         scale: ``"group"``, ``"batch"`` or ``"none"`` (see :func:`group_normalized`).
         eps: Added to the std.
-        credit: ``"sum"`` (DeepSeekMath 4.1.3) or ``"min"`` (PURE's min-form) over the later steps.
+        credit: ``"sum"`` (DeepSeekMath 4.1.3) or ``"min"`` (PURE's min-form, minus the group's mean
+            response value) over the later steps.
 
     Returns:
         ``(N, T)`` advantages (float, dtype of ``token_rewards``).
@@ -268,12 +272,14 @@ def process_group_normalized(
         tensor([[-0.5774, -1.1547, -1.1547],
                 [ 0.5774,  0.5774,  0.0000]])
 
-        The minimum instead: response 0's first token gets ``min(0.577, -1.155)``.
+        The minimum instead: response values ``V_0`` are ``min(0.577, -1.155) = -1.155`` and ``0.577``, their
+        mean ``-0.289`` is subtracted: response 0 gets ``-1.155 + 0.289`` on every token, response 1
+        ``0.577 + 0.289``.
 
         >>> process_group_normalized(r, steps, torch.tensor([0, 0]), torch.tensor([[1, 1, 1], [1, 1, 0]]), eps=0.0,
         ...                          credit="min")
-        tensor([[-1.1547, -1.1547, -1.1547],
-                [ 0.5774,  0.5774,  0.0000]])
+        tensor([[-0.8660, -0.8660, -0.8660],
+                [ 0.8660,  0.8660,  0.0000]])
     """
     if credit not in PROCESS_CREDITS:
         raise ValueError(f"credit must be one of {list(PROCESS_CREDITS)}, got {credit!r}")
@@ -288,8 +294,11 @@ def process_group_normalized(
     if credit == "sum":
         advantages = normalised.flip(-1).cumsum(-1).flip(-1)  # (N, T): sum over steps ending at or after t
     else:
-        later = normalised.masked_fill(~steps, math.inf).flip(-1).cummin(-1).values.flip(-1)  # (N, T)
-        advantages = later.masked_fill(later.isinf(), 0.0)  # (N, T): tokens after the last step get 0
+        later = normalised.masked_fill(~steps, math.inf).flip(-1).cummin(-1).values.flip(-1)  # (N, T) V_{i,t}
+        after_last = later.isinf()  # (N, T) tokens after a response's last step (or a response with no step)
+        values = later[:, 0].masked_fill(after_last[:, 0], 0.0)  # (N,) V_{i,0}: the worst step of each response
+        baseline = values - group_normalized(values, group_ids, scale="none")  # (N,) group mean, exact if equal
+        advantages = (later - baseline[:, None]).masked_fill(after_last, 0.0)  # (N, T)
     return advantages * (response_mask.to(rewards.device) != 0).to(rewards.dtype)
 
 

@@ -97,7 +97,8 @@ class AlgorithmConfig:
     """Supervision of the "grpo" estimator: "outcome" (4.1.2) or "process" (step rewards, 4.1.3)."""
     process_credit: str = "sum"
     """advantage="process": a token's advantage is the "sum" of the normalised rewards of the steps ending at
-    or after it (DeepSeekMath 4.1.3) or their "min" (PURE's min-form credit assignment, arXiv:2504.15275)."""
+    or after it (DeepSeekMath 4.1.3) or their "min" minus the group's mean response value (PURE's min-form
+    credit assignment, arXiv:2504.15275)."""
     scale_rewards: str = "group"
     """"grpo" estimator: divide centred rewards by the group std ("group"), the batch std ("batch", TRL) or
     not at all ("none": Dr.GRPO, arXiv:2503.20783)."""

@@ -57,16 +57,18 @@ def test_process_advantages_scale_none_and_errors() -> None:
 
 
 def test_process_advantages_min_credit_by_hand() -> None:
-    # Same normalised steps as above (p = +0.645497 for a 1, q = -1.290994 for a 0); a token gets the minimum
-    # of the normalised rewards of the steps ending at or after it (PURE's min-form credit).
+    # Same normalised steps as above (p = +0.645497 for a 1, q = -1.290994 = -2p for a 0). A token's value is the
+    # minimum of the normalised rewards of the steps ending at or after it (PURE's min-form credit); the
+    # advantage subtracts the group's mean response value V_0: A p, B q, C min(p, q, p) = q, mean
+    # (p + 2q) / 3 = -p.
     rewards, steps, groups, mask = hand_group()
     adv = process_group_normalized(rewards, steps, groups, mask, eps=0.0, credit="min")
     p, q = (1 / 3) / math.sqrt(4 / 15), -(2 / 3) / math.sqrt(4 / 15)
     expected = torch.tensor([
-        [p, p, p, p, p],                  # A: min(p, p)
-        [q, q, q, 0, 0],                  # B: its one step, padding after length 3
-        [q, q, p, p, 0],                  # C: min(p, q, p) = q up to the 0-reward step at t=1, then p
-        [0, 0, 0, 0, 0],
+        [2 * p, 2 * p, 2 * p, 2 * p, 2 * p],  # A: p - (-p)
+        [q + p, q + p, q + p, 0, 0],          # B: its one step, padding after length 3
+        [q + p, q + p, 2 * p, 2 * p, 0],      # C: q up to the 0-reward step at t=1, then p
+        [0, 0, 0, 0, 0],                      # group 1: equal values -> 0
         [0, 0, 0, 0, 0],
     ], dtype=F64)
     torch.testing.assert_close(adv, expected, rtol=0, atol=1e-12)
@@ -87,7 +89,11 @@ def test_min_credit_removes_the_step_count_bias_of_the_sum() -> None:
     first = process_group_normalized(rewards, steps, groups, mask, eps=0.0)[:, 0]
     torch.testing.assert_close(first, torch.tensor([-z, 0.0, 2 * z, -z], dtype=F64))  # more steps, more credit
     least = process_group_normalized(rewards, steps, groups, mask, eps=0.0, credit="min")
-    torch.testing.assert_close(least[mask], torch.full((8,), -z, dtype=F64))  # every token of every answer: -z
+    assert torch.equal(least, torch.zeros_like(least))  # every answer's worst step is its wrong end: no signal
+    rewards[3, 0] = -2.0  # now one answer ends worse than the others: only the ranking of worst steps counts
+    least = process_group_normalized(rewards, steps, groups, mask, eps=0.0, credit="min", scale="none")
+    # Steps {-1, 0, -1, 0, 0, 0, -1, -2}: mean -5/8; centred worst steps -3/8 x3 and -11/8, mean -5/8 -> +1/4, -3/4.
+    torch.testing.assert_close(least[mask], torch.tensor([0.25] * 7 + [-0.75], dtype=F64))
 
 
 def test_step_reward_tensors_sequence_level() -> None:
