@@ -291,15 +291,19 @@ def process_group_normalized(
     step_groups = group_ids.to(rewards.device)[:, None].expand_as(steps)[steps]  # (M,) group of each step
     normalised = torch.zeros_like(rewards)  # (N, T)
     normalised[steps] = group_normalized(rewards[steps], step_groups, scale=scale, eps=eps)  # (M,)
-    if credit == "sum":
-        advantages = normalised.flip(-1).cumsum(-1).flip(-1)  # (N, T): sum over steps ending at or after t
-    else:
-        later = normalised.masked_fill(~steps, math.inf).flip(-1).cummin(-1).values.flip(-1)  # (N, T) V_{i,t}
-        after_last = later.isinf()  # (N, T) tokens after a response's last step (or a response with no step)
-        values = later[:, 0].masked_fill(after_last[:, 0], 0.0)  # (N,) V_{i,0}: the worst step of each response
-        baseline = values - group_normalized(values, group_ids, scale="none")  # (N,) group mean, exact if equal
-        advantages = (later - baseline[:, None]).masked_fill(after_last, 0.0)  # (N, T)
+    advantages = (normalised.flip(-1).cumsum(-1).flip(-1) if credit == "sum"  # (N, T): sum over later steps
+                  else _min_form_credit(normalised, steps, group_ids))  # (N, T): their minimum, minus baseline
     return advantages * (response_mask.to(rewards.device) != 0).to(rewards.dtype)
+
+
+def _min_form_credit(normalised: Tensor, steps: Tensor, group_ids: Tensor) -> Tensor:
+    """``(N, T)`` min of the normalised step rewards ending at or after each token, minus the group's mean
+    response value (``credit="min"`` of :func:`process_group_normalized`; 0 after a response's last step)."""
+    later = normalised.masked_fill(~steps, math.inf).flip(-1).cummin(-1).values.flip(-1)  # (N, T) V_{i,t}
+    after_last = later.isinf()  # (N, T) tokens after a response's last step (or a response with no step)
+    values = later[:, 0].masked_fill(after_last[:, 0], 0.0)  # (N,) V_{i,0}: the worst step of each response
+    baseline = values - group_normalized(values, group_ids.to(values.device), scale="none")  # (N,) group mean
+    return (later - baseline[:, None]).masked_fill(after_last, 0.0)  # (N, T)
 
 
 def _check_2d_pair(name: str, tensor: Tensor, other_name: str, other: Tensor) -> None:
