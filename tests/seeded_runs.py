@@ -64,7 +64,14 @@ def _env(run: str, model_dir: str):
     import gymnasium as gym
 
     import llm_gym
-    from llm_gym.wrappers import ClipReward, FormatReward, LengthPenalty, OverlongPenalty, RewardFunction, ScaleReward
+    from llm_gym.wrappers import (
+        ClipReward,
+        FormatReward,
+        LengthPenalty,
+        OverlongPenalty,
+        RewardFunction,
+        ScaleReward,
+    )
 
     common = {"model": model_dir, "device": "cpu"}
     if run == "grpo_sequence_wrappers":
