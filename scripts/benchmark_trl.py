@@ -74,7 +74,7 @@ TRL quirks handled here:
 
 Example:
     python scripts/benchmark.py --vs-trl                          # 4 x 8, 64 tokens, fp32 and bf16, 3 steps
-    python scripts/benchmark_trl.py --rounds 2 --steps 3 --out benchmarks/vs_trl.json
+    python scripts/benchmark_trl.py --rounds 2 --steps 3 --out benchmarks/grpo_vs_trl/vs_trl.json
     python scripts/benchmark_trl.py --tiny --steps 1 --precisions fp32 --out ''
 """
 
@@ -103,7 +103,7 @@ PRECISIONS = ("fp32", "bf16")
 #: (n_prompts, group_size, max_new_tokens): the real benchmark and the --tiny smoke configuration.
 FULL_SHAPE = (4, 8, 64)
 TINY_SHAPE = (2, 2, 8)
-DEFAULT_OUT = "benchmarks/vs_trl.json"
+DEFAULT_OUT = "benchmarks/grpo_vs_trl/vs_trl.json"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,8 @@ trl_ours_aggregation    the same with the ``loss_type`` that equals our GRPO's d
                         (``seq-mean-token-mean`` = TRL ``"grpo"``)
 ours_grpo               ``scripts/train.py --algo grpo`` with the same settings
 ours_best               ``scripts/train.py --algo rloo --batch-size <rollout / 4>``: the best preset of the
-                        issue-9 runs (docs/benchmarks.md: RLOO, mean 0.443 over 2 seeds, spread 0.005),
-                        4 minibatches per rollout
+                        two-seed RLOO/REINFORCE++/CISPO runs (docs/benchmarks.md: RLOO, mean 0.443
+                        over 2 seeds, spread 0.005), 4 minibatches per rollout
 ======================  ==============================================================================
 
 Shared settings (both sides): 4 prompts x 8 samples per rollout, 64 new tokens, AdamW at a constant 2e-5
@@ -63,8 +63,8 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
-DEFAULT_OUT = "benchmarks/issue13/vs_trl_learning.json"
-DEFAULT_WORK_DIR = "outputs/issue13/vs_trl_learning"
+DEFAULT_OUT = "benchmarks/grpo_vs_trl/vs_trl_learning.json"
+DEFAULT_WORK_DIR = "outputs/grpo_vs_trl/vs_trl_learning"
 #: configuration name -> (side, description). The order is the order of the runs and of the table.
 CONFIGS: dict[str, tuple[str, str]] = {
     "trl_default": ("trl", "TRL GRPOTrainer, TRL's default loss_type"),
@@ -72,8 +72,8 @@ CONFIGS: dict[str, tuple[str, str]] = {
     "ours_grpo": ("ours", "llm-gym GRPO (train.py --algo grpo)"),
     "ours_best": ("ours", "llm-gym best issue-9 preset (RLOO, 4 minibatches)"),
 }
-#: Our best preset in docs/benchmarks.md's issue-9 table: RLOO (mean 0.443, spread 0.005 over 2 seeds), run
-#: with 4 minibatches per rollout (``--batch-size 8`` for 4 x 8).
+#: Our best preset in docs/benchmarks.md's RLOO/REINFORCE++/CISPO table: RLOO (mean 0.443, spread 0.005 over
+#: 2 seeds), run with 4 minibatches per rollout (``--batch-size 8`` for 4 x 8).
 BEST_PRESET = {"algo": "rloo", "minibatches": 4}
 #: Our ``loss_aggregation`` -> the TRL 1.16 ``loss_type`` that computes the same scalar (one process, no
 #: gradient accumulation: TRL's "bnpo" and "dapo" are both the token mean of the batch).

@@ -29,7 +29,7 @@ records stay when their folders are gone, so seeds added later (or on another ma
 
     python scripts/compare_process.py --difficulty 3 --prm outputs/prm_shepherd_L3/model
     python scripts/compare_process.py --difficulty 3 --variants outcome grounded --seeds 0 1 2
-    python scripts/compare_process.py --summarize-only --out benchmarks/issue13/process_vs_outcome_L3.json
+    python scripts/compare_process.py --summarize-only --out benchmarks/process_supervision/process_vs_outcome_L3.json
     python scripts/compare_process.py --variants outcome grounded --suffix lines \
         --train-args --prompt-template "$TEMPLATE"      # another prompt, runs named <variant>_L3lines_s<seed>
 """
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prm", default=None, help="PRM folder (scripts/train_reward_model.py --kind process ...: "
                    "<output-dir>/model); needed by prm, prm_min and iterative_prm.")
     p.add_argument("--output-dir", default="outputs/process_vs_outcome", help="Root of the runs' folders.")
-    p.add_argument("--out", default=None, help="Summary JSON (default benchmarks/process_vs_outcome_L<levels>.json).")
+    p.add_argument("--out", default=None, help="Summary JSON (default "
+                   "benchmarks/process_supervision/process_vs_outcome_L<levels>.json).")
     p.add_argument("--suffix", default="", help="Added to every run name after the level, to tell apart comparisons "
                    "that differ only in --train-args (e.g. 'lines' for a --prompt-template).")
     p.add_argument("--summarize-only", action="store_true", help="Run nothing; summarise the finished runs.")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summarize_only:
         run_all(args)
     levels = "".join(map(str, args.difficulty))
-    out = Path(args.out or f"benchmarks/process_vs_outcome_L{levels}{args.suffix}.json")
+    out = Path(args.out or f"benchmarks/process_supervision/process_vs_outcome_L{levels}{args.suffix}.json")
     summary = summarize(args, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
