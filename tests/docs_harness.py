@@ -4,7 +4,8 @@
   ``<!-- docs-test: compile-only -->`` is only compiled.
 - ``bash`` / ``sh`` / ``shell`` / ``console`` blocks never run. Each command in them that names
   ``scripts/<name>.py`` has its arguments parsed by that script's own argparse parser, in-process; each
-  ``make <target>`` must name a target of the Makefile.
+  ``llm-gym <command> ...`` by that command's parser (``agents.cli.main``); each ``make <target>`` must name
+  a target of the Makefile.
 - Blocks in any other language (or none) are not run.
 
 The root ``conftest.py`` builds the :class:`sybil.Sybil` with :func:`make_sybil` and provides the
@@ -136,16 +137,26 @@ def _strip_redirections(args: list[str]) -> list[str]:
 
 def _stand_in_placeholders(parser: argparse.ArgumentParser, args: list[str]) -> list[str]:
     """``args`` with each placeholder value (``$VAR``, ``<NAME>``) after an option of ``parser`` replaced by
-    a value that option accepts (its first choice, or 1 for a number): the real value is unknown."""
+    a value that option accepts (its first choice, or the first of 1, 0, 0.5, -1 its ``type`` takes, for a
+    number checked by a range-checking ``type=`` too): the real value is unknown."""
     args = list(args)
     for i in range(1, len(args)):
         action = parser._option_string_actions.get(args[i - 1])
         if _is_placeholder(args[i]) and action is not None:
             if action.choices:
                 args[i] = str(next(iter(action.choices)))
-            elif action.type in (int, float):
-                args[i] = "1"
+            elif action.type not in (None, str):
+                args[i] = next((v for v in ("1", "0", "0.5", "-1") if _accepts(action.type, v)), args[i])
     return args
+
+
+def _accepts(kind, value: str) -> bool:
+    """Whether an argparse ``type=`` callable takes ``value``."""
+    try:
+        kind(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -205,17 +216,35 @@ def check_script_args(script: Path, argv: list[str]) -> str | None:
     module = load_script(script)
     if not callable(getattr(module, "main", None)):
         return f"{script.name} has no main(argv) to parse the arguments with"
+    return _parse_through(module.main, argv, script.name)
+
+
+def check_cli_args(argv: list[str]) -> str | None:
+    """Parse an ``llm-gym <command> ...`` line's ``argv`` with the command's own parser (``agents.cli.main``).
+
+    Returns:
+        None when the arguments parse (``--help`` included), else the error message.
+    """
+    import agents.cli
+
+    return _parse_through(agents.cli.main, argv, "llm-gym")
+
+
+def _parse_through(main, argv: list[str], name: str) -> str | None:
+    """Call ``main(argv)`` under :func:`_stop_after_parse`: None once a parse succeeds, else the error."""
     err = io.StringIO()
     with _stop_after_parse(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            module.main(argv)
+            code = main(argv)
         except _Parsed:
             return None
         except SystemExit as stop:
             if stop.code in (0, None):  # --help
                 return None
             return err.getvalue().strip() or f"exit status {stop.code}"
-    return f"{script.name}'s main() returned without parsing its arguments"
+    if code == 0:  # llm-gym --help: no parser involved
+        return None
+    return err.getvalue().strip() or f"{name}'s main() returned without parsing its arguments"
 
 
 def make_targets(makefile: Path) -> set[str]:
@@ -235,7 +264,7 @@ def _strip_env_prefix(command: list[str]) -> list[str]:
 
 
 def check_command(command: list[str], root: Path) -> str | None:
-    """Check one simple command: a ``scripts/<name>.py`` invocation or a ``make`` line; others pass.
+    """Check one simple command: a ``scripts/<name>.py`` or ``llm-gym`` invocation or a ``make`` line; others pass.
 
     The script may be run by any program (``python``, ``.venv/bin/python``, ``torchrun``,
     ``accelerate launch``...): the tokens after the script path are its arguments.
@@ -251,6 +280,9 @@ def check_command(command: list[str], root: Path) -> str | None:
         wanted = [t for t in command[1:] if not t.startswith("-") and "=" not in t]
         missing = [t for t in wanted if t not in known]
         return f"no make target {', '.join(missing)} in Makefile" if missing else None
+    if command and Path(command[0]).name == "llm-gym":
+        error = check_cli_args(_strip_redirections(command[1:]))
+        return None if error is None else f"llm-gym: {error}"
     for i, token in enumerate(command):
         match = _SCRIPT.match(token)
         if match:
@@ -295,7 +327,7 @@ class ShellFlagChecker:
         """Raise :class:`DocsCheckError` listing every rejected command with its ``path:line``.
 
         Raises:
-            DocsCheckError: a ``scripts/*.py`` command its parser rejects, or a missing make target.
+            DocsCheckError: a ``scripts/*.py`` or ``llm-gym`` command its parser rejects, or a missing make target.
         """
         first = example.line + example.parsed.line_offset + 1  # the fence is on example.line
         problems = check_shell_block(str(example.parsed), self.root, self.console)

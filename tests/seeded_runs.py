@@ -119,7 +119,7 @@ def run_one(run: str, model_dir: str) -> dict:
     else:
         model = GRPO("LLMPolicy", env, n_prompts=2, group_size=2 if "guess" in run or "tool" in run else 4,
                      learning_rate=1e-2, beta=0.04, seed=0, device="cpu")
-        steps = 3 * model.n_prompts * model.group_size
+        steps = 3 * model.rollout_size
     recorder = _recorder()
     model.set_logger(Logger(folder=None, output_formats=[recorder]))
     with warnings.catch_warnings():

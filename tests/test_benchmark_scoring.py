@@ -1,4 +1,5 @@
-"""scripts/benchmark.py --scoring on the tiny model and a tiny reward model: one call per rollout, same rewards."""
+"""scripts/benchmark.py --scoring on the tiny model and a tiny reward model: per-row DummyVecEnv steps vs one
+batched SequenceVecEnv step (one reward-model call per rollout), same rewards."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
 def test_scoring_benchmark_reports_one_batched_call_and_equal_rewards(tiny_model_dir, tmp_path, capsys):
-    from llm_gym.rewards.models import build_tiny_reward_backbone
+    from llm_gym.reward_models import build_tiny_reward_backbone
 
     spec = importlib.util.spec_from_file_location("llm_gym_script_benchmark_scoring", SCRIPT)
     bench = importlib.util.module_from_spec(spec)

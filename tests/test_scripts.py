@@ -61,7 +61,8 @@ def test_benchmark_writes_consistent_json(tiny_model_dir, tmp_path, capsys):
 
 
 def test_benchmark_levers_times_both_orders_and_restores_the_engine(tiny_model_dir, tmp_path, capsys):
-    import agents.common.base as base
+    import agents.common.preparation as preparation
+    import agents.common.update as update
     from agents.common.buffers import length_grouped_order
 
     bench = load_script("benchmark")
@@ -75,7 +76,7 @@ def test_benchmark_levers_times_both_orders_and_restores_the_engine(tiny_model_d
     assert report["ratio_grouped_to_rollout_order"] == pytest.approx(
         report["median"]["grouped"] / report["median"]["rollout_order"])
     assert len(report["response_lengths"]) == 8
-    assert base.length_grouped_order is length_grouped_order  # the patched order is undone
+    assert preparation.length_grouped_order is update.length_grouped_order is length_grouped_order  # undone
     assert "grouped / rollout order" in capsys.readouterr().out
 
 
@@ -257,7 +258,7 @@ def test_train_iterative_flags_reach_the_retraining(tmp_path):
         kwargs = callback.train_kwargs
         assert (kwargs["epochs"], kwargs["balance_classes"]) == expected and kwargs["batch_size"] == 16
         assert callback.replay_store == []
-    from llm_gym.rewards.models import write_labelled_samples
+    from llm_gym.reward_models import write_labelled_samples
 
     write_labelled_samples(tmp_path / "train_samples.jsonl", [("p1", "r1"), ("p2", "r2")], [1, 0], "outcome")
     args = train.parse_args(["--reward-model", "rm", "--iterative", "--replay-from", str(tmp_path)])
@@ -272,7 +273,7 @@ def test_train_iterative_flags_reach_the_retraining(tmp_path):
 def test_train_iterative_process_reward_model(tiny_model_dir, tmp_path):
     """--process-reward-model with --iterative: the PRM scores the steps and is retrained every rollout on
     grounded step labels (its weights change, the retrained folder is written, the run finishes)."""
-    from llm_gym.rewards.models import (
+    from llm_gym.reward_models import (
         ProcessRewardModelScorer,
         build_tiny_reward_backbone,
         train_reward_model,
@@ -295,19 +296,27 @@ def test_train_iterative_process_reward_model(tiny_model_dir, tmp_path):
 
 @pytest.mark.usefixtures("one_thread")
 def test_train_save_freq_and_resume_finish_bit_identical(tiny_model_dir, tmp_path):
-    """--save-freq 1 writes a checkpoint per iteration; --resume from the first finishes as the full run did."""
+    """--save-freq 1 writes a checkpoint per iteration; --resume from the first finishes as the full run did.
+
+    The resumed command leaves out the algorithm flags: the checkpoint's values run, and results.json records them
+    (it used to record the flags' defaults, e.g. learning_rate 2e-05, which did not run); --no-doctor applies."""
     import torch
 
     train = load_script("train")
-    common = ["--algo", "grpo", "--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8",
-              "--n-prompts", "2", "--group-size", "2", "--total-timesteps", "12", "--eval-n", "0",
-              "--tensorboard-log", "", "--no-progress-bar", "--verbose", "0", "--learning-rate", "1e-3"]
-    assert train.main([*common, "--output-dir", str(tmp_path / "full"), "--run-name", "r", "--save-freq", "1"]) == 0
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "8", "--total-timesteps", "12",
+              "--eval-n", "0", "--tensorboard-log", "", "--no-progress-bar", "--verbose", "0"]
+    config = ["--algo", "grpo", "--n-prompts", "2", "--group-size", "2", "--learning-rate", "1e-3"]
+    assert train.main([*common, *config, "--output-dir", str(tmp_path / "full"), "--run-name", "r",
+                       "--save-freq", "1"]) == 0
     checkpoints = sorted(p.name for p in (tmp_path / "full" / "r" / "checkpoints").iterdir())
     assert checkpoints == ["model_4_steps.zip", "model_8_steps.zip", "model_last.zip"]
     resume = tmp_path / "full" / "r" / "checkpoints" / "model_4_steps.zip"
-    assert train.main([*common, "--output-dir", str(tmp_path / "resumed"), "--run-name", "r",
+    assert train.main([*common, "--output-dir", str(tmp_path / "resumed"), "--run-name", "r", "--no-doctor",
                        "--resume", str(resume)]) == 0
+    recorded = json.loads((tmp_path / "resumed" / "r" / "results.json").read_text())["config"]
+    assert (recorded["algo"], recorded["learning_rate"], recorded["n_prompts"], recorded["group_size"]) == (
+        "grpo", 1e-3, 2, 2)
+    assert recorded["no_doctor"] is True
     full = ALGORITHMS["grpo"].load(tmp_path / "full" / "r" / "model.zip", device="cpu")
     resumed = ALGORITHMS["grpo"].load(tmp_path / "resumed" / "r" / "model.zip", device="cpu")
     assert resumed.num_timesteps == full.num_timesteps == 12 and resumed._n_updates == full._n_updates == 3
@@ -332,8 +341,9 @@ def test_train_lora_bf16_exports_adapter_and_merged_model(tiny_model_dir, tmp_pa
     assert config["mixed_precision"] == "bf16" and config["gradient_checkpointing"] is True
     assert (tmp_path / "run" / "hf_adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "run" / "hf_model" / "model.safetensors").is_file()
-    with pytest.raises(SystemExit, match="lora-r"):
+    with pytest.raises(SystemExit) as done:  # refused by the parser, before anything loads
         train.main([*argv, "--lora-r", "-1"])
+    assert done.value.code == 2
 
 
 @pytest.mark.parametrize("sharding,launcher", [("ddp", "torchrun"), ("fsdp", "torchrun"), ("fsdp", "accelerate")])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_scripts import load_script  # tests/ is on sys.path (pytest's rootdir-relative import)
 
-from llm_gym.rewards.models import (
+from llm_gym.reward_models import (
     ProcessRewardModelScorer,
     RewardModelScorer,
     binary_metrics,

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.common.shapes import as_float, check_shape, shape_of
+
 __all__ = [
-    "GROUP_SCALES", "PROCESS_CREDITS", "broadcast_to_tokens", "group_normalized", "informative_groups", "leave_one_out",
-    "process_group_normalized",
+    "GROUP_SCALES", "PROCESS_CREDITS", "broadcast_to_tokens", "group_centred", "group_normalized", "informative_groups",
+    "leave_one_out", "process_group_normalized",
 ]
 
 #: Valid values of the ``scale`` argument of :func:`group_normalized`.
@@ -33,20 +35,6 @@ GROUP_SCALES: tuple[str, ...] = ("group", "batch", "none")
 #: Valid ``credit`` values of :func:`process_group_normalized`: the sum of the later steps' normalised rewards
 #: (DeepSeekMath 4.1.3) or their minimum (PURE's min-form credit assignment, arXiv:2504.15275).
 PROCESS_CREDITS: tuple[str, ...] = ("sum", "min")
-
-
-def _shape(t: Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
-def _check_shape(name: str, tensor: Tensor, expected: tuple[int, ...], hint: str = "") -> None:
-    if _shape(tensor) != expected:
-        extra = f" ({hint})" if hint else ""
-        raise ValueError(f"{name} has shape {_shape(tensor)}, expected {expected}{extra}")
-
-
-def _as_float(t: Tensor) -> Tensor:
-    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
 
 
 def _check_group_inputs(rewards: Tensor, group_ids: Tensor, scale: str, eps: float) -> None:
@@ -61,13 +49,13 @@ def _check_group_inputs(rewards: Tensor, group_ids: Tensor, scale: str, eps: flo
 def _check_rewards_and_groups(rewards: Tensor, group_ids: Tensor) -> None:
     """``rewards`` is ``(N,)`` and ``group_ids`` an integer ``(N,)`` tensor, else ``ValueError`` naming it."""
     if rewards.dim() != 1:
-        raise ValueError(f"rewards has shape {_shape(rewards)}, expected (N,) (1-D)")
-    _check_shape("group_ids", group_ids, _shape(rewards), "same as rewards: (N,)")
+        raise ValueError(f"rewards has shape {shape_of(rewards)}, expected (N,) (1-D)")
+    check_shape("group_ids", group_ids, shape_of(rewards), "same as rewards: (N,)")
     if group_ids.is_floating_point() or group_ids.is_complex():
         raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
 
 
-def _group_centred(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def group_centred(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Subtract each response's group mean from its reward.
 
     Args:
@@ -77,7 +65,12 @@ def _group_centred(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, 
     Returns:
         ``(centred, inverse, counts, zeros_k)``: centred rewards ``(N,)`` (exactly 0 in groups whose
         rewards are all equal), each response's group index in ``0..K-1`` ``(N,)``, group sizes
-        ``(K,)`` and a ``(K,)`` zero tensor, both in the dtype of ``rewards``.
+        ``(K,)`` and a ``(K,)`` zero tensor, both in the dtype of ``rewards``. The inputs are not checked:
+        callers validate them (:func:`group_normalized`, :func:`leave_one_out`).
+
+    Example:
+        >>> group_centred(torch.tensor([1.0, 0.0, 2.0, 2.0]), torch.tensor([0, 0, 1, 1]))[0]
+        tensor([ 0.5000, -0.5000,  0.0000,  0.0000])
     """
     # Map arbitrary ids to 0..K-1 so groups need not be contiguous or sorted.
     _, inverse = torch.unique(group_ids.to(rewards.device), return_inverse=True)  # (N,)
@@ -149,11 +142,11 @@ def group_normalized(
     """
     _check_group_inputs(rewards, group_ids, scale, eps)
 
-    rewards = _as_float(rewards).detach()  # (N,)
+    rewards = as_float(rewards).detach()  # (N,)
     n = rewards.shape[0]
     if n == 0:
         return rewards.clone()  # (0,)
-    centred, inverse, counts, zeros_k = _group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
+    centred, inverse, counts, zeros_k = group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
 
     if scale == "none":
         return centred  # (N,)
@@ -206,10 +199,10 @@ def leave_one_out(rewards: Tensor, group_ids: Tensor) -> Tensor:
         tensor([ 0.7500, -0.7500,  0.0000,  0.0000])
     """
     _check_rewards_and_groups(rewards, group_ids)
-    rewards = _as_float(rewards).detach()  # (N,)
+    rewards = as_float(rewards).detach()  # (N,)
     if rewards.shape[0] == 0:
         return rewards.clone()  # (0,)
-    centred, inverse, counts, _ = _group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
+    centred, inverse, counts, _ = group_centred(rewards, group_ids)  # (N,), (N,), (K,), (K,)
     size = counts[inverse]  # (N,) G of each response's group
     return centred * size / (size - 1).clamp(min=1)  # (N,) size-1 groups: centred is already 0
 
@@ -285,8 +278,8 @@ def process_group_normalized(
         raise ValueError(f"credit must be one of {list(PROCESS_CREDITS)}, got {credit!r}")
     _check_2d_pair("token_rewards", token_rewards, "step_mask", step_mask)
     _check_2d_pair("token_rewards", token_rewards, "response_mask", response_mask)
-    _check_shape("group_ids", group_ids, (token_rewards.shape[0],), "one group id per response")
-    rewards = _as_float(token_rewards).detach()  # (N, T)
+    check_shape("group_ids", group_ids, (token_rewards.shape[0],), "one group id per response")
+    rewards = as_float(token_rewards).detach()  # (N, T)
     steps = step_mask.to(rewards.device) != 0  # (N, T) bool
     step_groups = group_ids.to(rewards.device)[:, None].expand_as(steps)[steps]  # (M,) group of each step
     normalised = torch.zeros_like(rewards)  # (N, T)
@@ -308,8 +301,8 @@ def _min_form_credit(normalised: Tensor, steps: Tensor, group_ids: Tensor) -> Te
 
 def _check_2d_pair(name: str, tensor: Tensor, other_name: str, other: Tensor) -> None:
     if tensor.dim() != 2:
-        raise ValueError(f"{name} has shape {_shape(tensor)}, expected (N, T)")
-    _check_shape(other_name, other, _shape(tensor), f"same as {name}: (N, T)")
+        raise ValueError(f"{name} has shape {shape_of(tensor)}, expected (N, T)")
+    check_shape(other_name, other, shape_of(tensor), f"same as {name}: (N, T)")
 
 
 def informative_groups(rewards: np.ndarray, group_size: int, atol: float = 1e-6) -> np.ndarray:
@@ -358,13 +351,13 @@ def broadcast_to_tokens(advantages: Tensor, response_mask: Tensor) -> Tensor:
         ValueError: If ``advantages`` is not 1-D or ``response_mask`` is not ``(N, T)``.
     """
     if advantages.dim() != 1:
-        raise ValueError(f"advantages has shape {_shape(advantages)}, expected (N,) (1-D)")
+        raise ValueError(f"advantages has shape {shape_of(advantages)}, expected (N,) (1-D)")
     if response_mask.dim() != 2 or response_mask.shape[0] != advantages.shape[0]:
         raise ValueError(
-            f"response_mask has shape {_shape(response_mask)}, expected ({advantages.shape[0]}, T) "
+            f"response_mask has shape {shape_of(response_mask)}, expected ({advantages.shape[0]}, T) "
             f"(N from advantages)"
         )
-    advantages = _as_float(advantages)  # (N,)
+    advantages = as_float(advantages)  # (N,)
     mask = response_mask.to(device=advantages.device) != 0  # (N, T) bool
     per_token = advantages.unsqueeze(1).expand(mask.shape)  # (N, T)
     return torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from llm_gym.reward_models import evaluate_reward_model, train_reward_model
 from llm_gym.rewards import call_reward_fn, math_answer_reward
-from llm_gym.rewards.models import evaluate_reward_model, train_reward_model
+from llm_gym.validation import check_int, check_real
 
 __all__ = ["IterationCheckpointCallback", "IterativeRewardModelCallback"]
 
@@ -42,19 +43,30 @@ class IterationCheckpointCallback(BaseCallback):
     continues exactly (docs/design.md, "Save and load").
 
     Args:
-        save_freq: iterations between checkpoints (>= 1).
+        save_freq: iterations between checkpoints (an int >= 1; not a float, not a bool).
         save_path: the folder.
-        name_prefix: the file name prefix.
+        name_prefix: the file name prefix (a non-empty file name, without a path separator).
+        verbose: 0 quiet, 1 prints each saved path.
 
     Raises:
-        ValueError: ``save_freq < 1``.
+        ValueError: ``save_freq`` or ``verbose`` that is not an int in range (``1.5`` and ``True`` are refused,
+            never rounded), or an empty ``name_prefix`` or one holding a path separator.
+        TypeError: ``save_path`` that is not a path, or ``name_prefix`` that is not a string.
     """
 
     def __init__(self, save_freq: int, save_path: str | os.PathLike, name_prefix: str = "model", verbose: int = 0):
-        super().__init__(verbose)
-        if int(save_freq) < 1:
-            raise ValueError(f"save_freq must be >= 1 iteration, got {save_freq}")
-        self.save_freq, self.save_path, self.name_prefix = int(save_freq), Path(save_path), name_prefix
+        super().__init__(check_verbose(verbose, "IterationCheckpointCallback"))
+        self.save_freq = check_int("save_freq", save_freq, minimum=1, owner="IterationCheckpointCallback")
+        if not isinstance(save_path, (str, os.PathLike)):
+            raise TypeError(f"IterationCheckpointCallback: save_path must be a folder path (str or os.PathLike), "
+                            f"got {type(save_path).__name__}.")
+        if not isinstance(name_prefix, str):
+            raise TypeError(f"IterationCheckpointCallback: name_prefix must be a string, got "
+                            f"{type(name_prefix).__name__}.")
+        if not name_prefix or any(sep in name_prefix for sep in ("/", "\\", os.sep)) or name_prefix in (".", ".."):
+            raise ValueError(f"IterationCheckpointCallback: name_prefix must be a plain file name prefix (no path "
+                             f"separator), got {name_prefix!r}; put the folder in save_path.")
+        self.save_path, self.name_prefix = Path(save_path), name_prefix
         self.n_rollouts = 0
 
     def _save(self, name: str) -> Path:
@@ -135,7 +147,11 @@ class IterativeRewardModelCallback(BaseCallback):
             :func:`train_reward_model` metrics.
 
     Raises:
-        ValueError: ``every_n_rollouts < 1`` or ``replay_fraction`` outside ``[0, 1)``.
+        ValueError: ``every_n_rollouts``, ``max_replay_size``, ``seed`` or ``verbose`` that is not an int in range
+            (floats and bools are refused, never rounded), or ``replay_fraction`` that is not a finite number in
+            ``[0, 1)``.
+        TypeError: ``label_fn`` that is not callable, ``reset_reference`` that is not a bool, ``train_kwargs``
+            that is not a dict, or ``initial_replay`` items that are not ``(example, label)`` pairs.
     """
 
     def __init__(
@@ -152,22 +168,33 @@ class IterativeRewardModelCallback(BaseCallback):
         seed: int = 0,
         verbose: int = 0,
     ):
-        super().__init__(verbose)
-        if every_n_rollouts < 1 or not 0.0 <= replay_fraction < 1.0:
-            raise ValueError(f"Need every_n_rollouts >= 1 and 0 <= replay_fraction < 1, got "
-                             f"{every_n_rollouts} and {replay_fraction} (DeepSeekMath replays 10 %: "
-                             f"replay_fraction=0.1).")
+        owner = "IterativeRewardModelCallback"
+        super().__init__(check_verbose(verbose, owner))
+        self.every_n_rollouts = check_int("every_n_rollouts", every_n_rollouts, minimum=1, owner=owner)
+        try:
+            self.replay_fraction = check_real("replay_fraction", replay_fraction, 0.0, 1.0, max_inclusive=False,
+                                              owner=owner)
+        except ValueError as exc:
+            raise ValueError(f"{exc} DeepSeekMath replays 10 %: replay_fraction=0.1.") from None
+        self.max_replay_size = check_int("max_replay_size", max_replay_size, minimum=1, allow_none=True, owner=owner)
+        self.seed = check_int("seed", seed, minimum=0, owner=owner)
+        if label_fn is not None and not callable(label_fn):
+            raise TypeError(f"{owner}: label_fn must be a reward function (callable) or None, got "
+                            f"{type(label_fn).__name__}.")
+        if not isinstance(reset_reference, bool):
+            raise TypeError(f"{owner}: reset_reference must be True or False, got {reset_reference!r}.")
+        if train_kwargs is not None and not isinstance(train_kwargs, dict):
+            raise TypeError(f"{owner}: train_kwargs must be a dict of train_reward_model arguments or None, got "
+                            f"{type(train_kwargs).__name__}.")
         self.scorer, self.kind = scorer, getattr(scorer, "kind", "outcome")
         self.label_fn = label_fn or _default_label_fn(self.kind)
         self.save_dir = Path(save_dir)
-        self.every_n_rollouts, self.replay_fraction = int(every_n_rollouts), float(replay_fraction)
-        self.max_replay_size = max_replay_size
         self.train_kwargs = {"batch_size": scorer.batch_size, "max_length": scorer.max_length,
                              **DEFAULT_TRAIN_KWARGS, **(train_kwargs or {})}
-        self.reset_reference, self.seed = bool(reset_reference), int(seed)
-        self.rng = np.random.default_rng(seed)
+        self.reset_reference = reset_reference
+        self.rng = np.random.default_rng(self.seed)
         self.n_rollouts = 0
-        self.replay_store: list[tuple[Any, Any]] = [(tuple(x), y) for x, y in (initial_replay or [])]
+        self.replay_store: list[tuple[Any, Any]] = _replay_pairs(initial_replay, owner)
         self.history: list[dict[str, Any]] = []
 
     def _on_step(self) -> bool:
@@ -233,7 +260,7 @@ class IterativeRewardModelCallback(BaseCallback):
     def _process_samples(self, prompts: list[str], ids: torch.Tensor, mask: torch.Tensor, answers: list[str]
                          ) -> list[tuple[Any, Any]]:
         """``[((prompt, steps), per-step labels)]``; responses without steps or any label are dropped."""
-        from llm_gym.rewards.process import call_process_reward_fn, split_steps
+        from llm_gym.rewards import call_process_reward_fn, split_steps
 
         steps = [[s.text for s in split_steps(row[m.bool()].tolist(), self.model.lm.tokenizer)]
                  for row, m in zip(ids, mask, strict=True)]
@@ -277,9 +304,34 @@ class IterativeRewardModelCallback(BaseCallback):
             ref.model.load_state_dict(self.model.policy.model.state_dict())
 
 
+def check_verbose(verbose: Any, owner: str) -> int:
+    """``verbose`` as an int in 0..2 (SB3's levels).
+
+    Raises:
+        ValueError: not an int in 0..2 (a bool or float is refused); the message names ``owner``.
+    """
+    return check_int("verbose", verbose, 0, 2, owner=owner)
+
+
+def _replay_pairs(initial_replay: Sequence[tuple[Any, Any]] | None, owner: str) -> list[tuple[Any, Any]]:
+    """``[(tuple(example), label)]`` of ``initial_replay``.
+
+    Raises:
+        TypeError: an item that is not an ``(example, label)`` pair with a sequence example.
+    """
+    pairs = []
+    for i, item in enumerate(initial_replay or []):
+        if (isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2
+                or isinstance(item[0], (str, bytes)) or not isinstance(item[0], Sequence)):
+            raise TypeError(f"{owner}: initial_replay[{i}] must be an ((prompt, response_or_steps), label) pair, got "
+                            f"{item!r:.100}; read_labelled_samples gives them as list(zip(*samples)).")
+        pairs.append((tuple(item[0]), item[1]))
+    return pairs
+
+
 def _default_label_fn(kind: str) -> Callable:
     if kind == "process":
-        from llm_gym.rewards.process import arithmetic_step_reward
+        from llm_gym.rewards.arithmetic import arithmetic_step_reward
 
         return arithmetic_step_reward
     return math_answer_reward

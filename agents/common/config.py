@@ -18,7 +18,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
@@ -30,8 +32,8 @@ from agents.common.losses import LOSS_MODES as POLICY_LOSS_MODES
 from agents.common.precision import MIXED_PRECISION
 from llm_gym.validation import check_int, check_real
 
-__all__ = ["ADVANTAGE_ESTIMATORS", "KL_PLACEMENTS", "LOSS_MODES", "SUPERVISION_MODES", "AlgorithmConfig",
-           "field_docs"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "CHOICES", "KL_PLACEMENTS", "LOSS_MODES", "SUPERVISION_MODES", "AlgorithmConfig",
+           "CheckedSchedule", "check_field_type", "field_docs"]
 
 #: Valid ``advantage_estimator`` values (verl's ``adv_estimator`` names where verl has one).
 ADVANTAGE_ESTIMATORS: tuple[str, ...] = (
@@ -43,14 +45,109 @@ LOSS_MODES: tuple[str, ...] = (*POLICY_LOSS_MODES, "sft")
 KL_PLACEMENTS: tuple[str, ...] = ("loss", "reward")
 #: Valid ``advantage`` (supervision) values: outcome (DeepSeekMath 4.1.2) or process (4.1.3) supervision.
 SUPERVISION_MODES: tuple[str, ...] = ("outcome", "process")
+#: The allowed strings of every ``str`` field (a field typed ``str`` must have an entry: :func:`check_field_type`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "on_nonfinite": NONFINITE_MODES, "mixed_precision": MIXED_PRECISION, "advantage_estimator": ADVANTAGE_ESTIMATORS,
+    "advantage": SUPERVISION_MODES, "process_credit": PROCESS_CREDITS, "scale_rewards": GROUP_SCALES,
+    "loss_mode": LOSS_MODES, "importance_sampling_level": IMPORTANCE_SAMPLING_LEVELS, "kl_placement": KL_PLACEMENTS,
+    "kl_estimator": KL_ESTIMATORS, "loss_aggregation": AGGREGATION_MODES,
+}
 
 
-@dataclass
+def check_field_type(name: str, annotation: str, value: Any) -> None:
+    """Check that ``value`` has the type its field is annotated with; never coerce it.
+
+    ``bool`` fields take ``True`` / ``False`` only (not ``1``, ``"no"`` or ``"false"``, which Python would read
+    as truthy), ``int`` fields Python or numpy integers (not bools, not ``2.0``), ``float`` fields finite real
+    numbers (not bools, not strings), ``str`` fields one of :data:`CHOICES`; ``X | None`` also takes None.
+    ``learning_rate`` also takes a schedule (a callable, checked each time it is read: :class:`CheckedSchedule`).
+
+    Args:
+        name: the field's name, for the message.
+        annotation: the field's annotation as written (``"int | None"``; ``from __future__ import annotations``).
+        value: the value to check.
+
+    Raises:
+        ValueError: the wrong type (the message names the field, the expected type and the value's type).
+        TypeError: an annotation this function does not know (a new field needs a check here).
+
+    >>> check_field_type("dynamic_sampling", "bool", "no")
+    Traceback (most recent call last):
+    ...
+    ValueError: dynamic_sampling must be True or False (a bool), got 'no' (str); strings and numbers are not read as booleans.
+    """
+    kinds = [part.strip() for part in str(annotation).split("|")]
+    kind = kinds[0]
+    if kind not in ("bool", "int", "float", "str") or kinds[1:] not in ([], ["None"]):
+        raise TypeError(f"AlgorithmConfig.{name}: no type check for the annotation {annotation!r}; add one to "
+                        f"check_field_type.")
+    if value is None and "None" in kinds:
+        return
+    if name == "learning_rate" and callable(value):
+        return  # a schedule: its values are checked each time one is read (CheckedSchedule)
+    none = " or None" if "None" in kinds else ""
+    if kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False (a bool){none}, got {value!r} ({type(value).__name__}); "
+                         f"strings and numbers are not read as booleans.")
+    if kind == "int":
+        check_int(name, value, allow_none="None" in kinds)
+    elif kind == "float":
+        check_real(name, value, allow_none="None" in kinds)
+    elif kind == "str":
+        if name not in CHOICES:
+            raise TypeError(f"AlgorithmConfig.{name}: a str field needs its allowed values in CHOICES.")
+        if not isinstance(value, str) or value not in CHOICES[name]:
+            raise ValueError(f"{name} must be one of {CHOICES[name]}{none}, got {value!r}")
+
+
+class CheckedSchedule:
+    """A learning-rate schedule whose every value is checked: finite and >= 0, or a clear error.
+
+    SB3 reads ``lr_schedule(progress_remaining)`` before each update (``progress_remaining`` goes from 1 at
+    the start of ``learn`` to 0 at its end). A schedule that returns a negative rate would turn descent into
+    ascent, and NaN would destroy the weights: each value is checked when it is read, and returned unchanged.
+
+    >>> CheckedSchedule(lambda p: 1e-3 * p)(0.5)
+    0.0005
+    >>> CheckedSchedule(lambda p: 1e-3 * (2 * p - 1))(0.25)
+    Traceback (most recent call last):
+    ...
+    ValueError: The learning_rate schedule returned -0.0005 at progress_remaining=0.25 (1 at the start of learn(), 0 at its end): a learning rate must be a finite number >= 0 (a negative rate is gradient ascent). Fix the schedule, e.g. clamp it with max(0.0, ...).
+    """
+
+    def __init__(self, schedule: Callable[[float], float]):
+        self.schedule = schedule
+
+    def __call__(self, progress_remaining: float) -> float:
+        """The schedule's value at ``progress_remaining``, unchanged once checked.
+
+        Raises:
+            ValueError: a value that is not a finite real number >= 0 (names the progress value).
+        """
+        value = self.schedule(progress_remaining)
+        ok = not isinstance(value, (bool, str, bytes))  # a number, NumPy scalar or 0-d tensor: what float() reads
+        try:
+            ok = ok and math.isfinite(float(value)) and float(value) >= 0
+        except (OverflowError, TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+            ok = False
+        if not ok:
+            raise ValueError(f"The learning_rate schedule returned {value!r} at progress_remaining="
+                             f"{progress_remaining:g} (1 at the start of learn(), 0 at its end): a learning rate "
+                             f"must be a finite number >= 0 (a negative rate is gradient ascent). Fix the "
+                             f"schedule, e.g. clamp it with max(0.0, ...).")
+        return value
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     """Every hyperparameter of the RL algorithms; the defaults are GRPO's (DeepSeekMath, TRL).
 
     Each field is documented right below it; ``scripts/train.py --help`` prints the same text. Raises
     ``ValueError`` from :meth:`validate` (called by every algorithm's constructor) naming the field.
+
+    An algorithm holds one instance, ``model.config`` (CleanRL's ``args``, TRL's ``trainer.args``), and every
+    part of the loop reads it. It is frozen, so it stays the object that was validated: change a field with
+    ``model.config = model.config.replace(beta=0.0)``, which the algorithm validates again.
     """
 
     # ------------------------------------------------------------------ sampling (the data source)
@@ -158,14 +255,17 @@ class AlgorithmConfig:
     """Stop the epochs when a minibatch's approx_kl > 1.5 * target_kl (SB3's rule); None = never."""
 
     def validate(self) -> AlgorithmConfig:
-        """Check every field's type, range and choice.
+        """Check every field's type (:func:`check_field_type`, from its annotation), range and choice.
 
         Returns:
             ``self`` (for chaining).
 
         Raises:
-            ValueError: a field out of range or not one of its choices; the message names the field.
+            ValueError: a field of the wrong type (``dynamic_sampling="no"``: a bool field takes True or False
+                only), out of range, or not one of its choices; the message names the field.
         """
+        for field in fields(self):
+            check_field_type(field.name, field.type, getattr(self, field.name))
         for name in ("n_prompts", "group_size", "micro_batch_size", "n_epochs", "max_sampling_rounds"):
             check_int(name, getattr(self, name), minimum=1)
         if self.batch_size is not None:
@@ -173,14 +273,6 @@ class AlgorithmConfig:
         if self.batch_size is not None and self.batch_size > self.n_prompts * self.group_size:
             raise ValueError(f"batch_size={self.batch_size} must be in 1..n_prompts*group_size="
                              f"{self.n_prompts * self.group_size}")
-        for name, valid in (("advantage_estimator", ADVANTAGE_ESTIMATORS), ("advantage", SUPERVISION_MODES),
-                            ("scale_rewards", GROUP_SCALES), ("process_credit", PROCESS_CREDITS),
-                            ("loss_mode", LOSS_MODES),
-                            ("importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS), ("kl_placement", KL_PLACEMENTS),
-                            ("kl_estimator", KL_ESTIMATORS), ("loss_aggregation", AGGREGATION_MODES),
-                            ("on_nonfinite", NONFINITE_MODES), ("mixed_precision", MIXED_PRECISION)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
         self._check_ranges()
         self._check_combinations()
         return self
@@ -199,8 +291,8 @@ class AlgorithmConfig:
         check_real("gamma", self.gamma, 0, 1)
         check_real("gae_lambda", self.gae_lambda, 0, 1)
         check_real("reward_threshold", self.reward_threshold)
-        if not callable(self.learning_rate):
-            check_real("learning_rate", self.learning_rate, 0)  # or an SB3 schedule (callable)
+        if not callable(self.learning_rate):  # a schedule (callable) is checked at each read: CheckedSchedule
+            check_real("learning_rate", self.learning_rate, 0)
         if self.overlong_buffer is not None:
             check_int("overlong_buffer", self.overlong_buffer, minimum=0)
 
@@ -226,7 +318,7 @@ class AlgorithmConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def replace(self, **changes: Any) -> AlgorithmConfig:
-        """A copy with ``changes`` applied (``dataclasses.replace``).
+        """A copy with ``changes`` applied (``dataclasses.replace``); not validated (:meth:`validate` does).
 
         Raises:
             TypeError: a name that is not a field.

@@ -8,6 +8,12 @@ holds the small collectives around it: gathering a rollout's rows (global metric
 statistics, DAPO's global group count) and reducing scalars (the loss normaliser, the training stats).
 
 Without a process group every helper is the single-process identity, so the same code runs both ways.
+
+Collectives time out after :data:`DEFAULT_TIMEOUT_SECONDS` (5 minutes; ``LLM_GYM_DIST_TIMEOUT`` seconds or
+``init_distributed(timeout_seconds=...)`` to change it), so a rank that hangs (e.g. in a reward function
+without ``reward_timeout``) ends the job in minutes instead of torch's default 10-30 minutes or the hour this
+module used before. Work that rank 0 does alone (evaluation, saving) is fenced by
+:func:`wait_for_main_process`, which waits up to ``LLM_GYM_DIST_WAIT_TIMEOUT`` (1 hour) instead.
 """
 
 from __future__ import annotations
@@ -20,22 +26,83 @@ import torch
 import torch.distributed as dist
 
 from agents.common.buffers import RolloutSamples
+from llm_gym.validation import check_real
 
-__all__ = ["all_gather_rows", "all_reduce_sum", "any_rank", "init_distributed", "is_distributed",
-           "is_main_process", "mean_over_ranks", "rank", "shutdown_distributed", "world_size"]
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "DEFAULT_WAIT_TIMEOUT_SECONDS", "TIMEOUT_ENV", "WAIT_TIMEOUT_ENV",
+           "all_gather_rows", "all_reduce_sum", "any_rank", "collective_timeout", "init_distributed",
+           "is_distributed", "is_main_process", "mean_over_ranks", "rank", "shutdown_distributed",
+           "wait_for_main_process", "world_size"]
+
+#: Seconds a collective waits for the other ranks before the job fails (5 minutes: far longer than any
+#: collective of a healthy step, short enough that a hung rank does not hold the machines for an hour).
+DEFAULT_TIMEOUT_SECONDS = 300.0
+#: Environment variable that overrides :data:`DEFAULT_TIMEOUT_SECONDS` (seconds, a finite number > 0).
+TIMEOUT_ENV = "LLM_GYM_DIST_TIMEOUT"
+#: Seconds the other ranks wait in :func:`wait_for_main_process` while rank 0 evaluates or saves alone.
+DEFAULT_WAIT_TIMEOUT_SECONDS = 3600.0
+#: Environment variable that overrides :data:`DEFAULT_WAIT_TIMEOUT_SECONDS`.
+WAIT_TIMEOUT_ENV = "LLM_GYM_DIST_WAIT_TIMEOUT"
+_MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0  # 30 days: beyond it timedelta arithmetic in torch may overflow
+_wait_group: Any = None
 
 
-def init_distributed(timeout_minutes: float = 60.0) -> bool:
+def collective_timeout(timeout_seconds: float | None = None, *, env: str = TIMEOUT_ENV,
+                       default: float = DEFAULT_TIMEOUT_SECONDS) -> datetime.timedelta:
+    """The collective timeout: ``timeout_seconds`` if given, else ``$LLM_GYM_DIST_TIMEOUT``, else 5 minutes.
+
+    Args:
+        timeout_seconds: seconds (a finite number in (0, 30 days]), or None for the environment / default.
+        env: the environment variable read when ``timeout_seconds`` is None.
+        default: seconds when neither is set (an empty variable counts as unset).
+
+    Returns:
+        The timeout as a ``datetime.timedelta`` (what ``torch.distributed.init_process_group`` takes).
+
+    Raises:
+        ValueError: a value that is not a finite number of seconds in (0, 30 days]; the message names the
+            argument or the environment variable and how to set it.
+
+    >>> collective_timeout(90).total_seconds()
+    90.0
+    """
+    span = f"(0, {_MAX_TIMEOUT_SECONDS:.0f}]"
+    if timeout_seconds is not None:
+        try:
+            seconds = check_real("timeout_seconds", timeout_seconds, 0, _MAX_TIMEOUT_SECONDS, min_inclusive=False)
+        except ValueError:
+            raise ValueError(f"timeout_seconds must be a finite number of seconds in {span} (30 days), got "
+                             f"{timeout_seconds!r}.") from None
+        return datetime.timedelta(seconds=seconds)
+    text = os.environ.get(env, "").strip()
+    if not text:
+        return datetime.timedelta(seconds=default)
+    try:
+        seconds = check_real(env, float(text), 0, _MAX_TIMEOUT_SECONDS, min_inclusive=False)
+    except ValueError:
+        raise ValueError(f"{env}={text!r} is not a number of seconds in {span}: set it to e.g. {env}=600 "
+                         f"(10 minutes), or unset it for the default {default:g} s.") from None
+    return datetime.timedelta(seconds=seconds)
+
+
+def init_distributed(timeout_seconds: float | None = None) -> bool:
     """Start the default process group when launched by torchrun/accelerate (``WORLD_SIZE > 1``); idempotent.
 
     The backend is NCCL when CUDA is present (each process then uses ``cuda:LOCAL_RANK``), else gloo.
+
+    Args:
+        timeout_seconds: how long a collective waits for the other ranks before the job fails; None =
+            ``$LLM_GYM_DIST_TIMEOUT`` or :data:`DEFAULT_TIMEOUT_SECONDS` (5 minutes). Checked even in a single
+            process, so a bad value fails at once rather than at the first multi-process launch. Ignored when
+            the process group already exists.
 
     Returns:
         True when running with more than one process.
 
     Raises:
         RuntimeError: ``WORLD_SIZE > 1`` without ``MASTER_ADDR`` / ``MASTER_PORT`` (not started by a launcher).
+        ValueError: a timeout that is not a finite number of seconds in (0, 30 days] (:func:`collective_timeout`).
     """
+    timeout = collective_timeout(timeout_seconds)
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -48,8 +115,33 @@ def init_distributed(timeout_minutes: float = 60.0) -> bool:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    dist.init_process_group(backend, timeout=timeout)
     return dist.get_world_size() > 1
+
+
+def wait_for_main_process(timeout_seconds: float | None = None) -> None:
+    """Hold every rank here until rank 0 arrives, waiting up to an hour (not the collective timeout).
+
+    Call it on every rank right after work that rank 0 does alone (the evaluations and the saving of
+    ``scripts/train.py``), so the other ranks do not sit in the next collective, whose timeout
+    (:func:`init_distributed`, 5 minutes) is meant for hung ranks, not for a long evaluation. It is a barrier
+    on a gloo group of its own, made on the first call (collective: every rank calls it at the same point).
+    A no-op without a process group.
+
+    Args:
+        timeout_seconds: the wait; None = ``$LLM_GYM_DIST_WAIT_TIMEOUT`` or :data:`DEFAULT_WAIT_TIMEOUT_SECONDS`.
+            The group keeps the timeout of the first call until :func:`shutdown_distributed`.
+
+    Raises:
+        ValueError: a timeout that is not a finite number of seconds in (0, 30 days].
+    """
+    global _wait_group
+    timeout = collective_timeout(timeout_seconds, env=WAIT_TIMEOUT_ENV, default=DEFAULT_WAIT_TIMEOUT_SECONDS)
+    if not is_distributed():
+        return
+    if _wait_group is None:
+        _wait_group = dist.new_group(backend="gloo", timeout=timeout)
+    dist.barrier(group=_wait_group)
 
 
 def shutdown_distributed() -> None:
@@ -59,9 +151,11 @@ def shutdown_distributed() -> None:
     evaluating and saving) can abort in gloo's threads at interpreter exit ("terminate called without an
     active exception", SIGABRT), and torch warns when a process group is left undestroyed.
     """
+    global _wait_group
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    _wait_group = None
 
 
 def is_distributed() -> bool:

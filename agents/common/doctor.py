@@ -1,7 +1,9 @@
 """TrainingDoctor: watches the logged metrics of every iteration and warns, once, when a run goes wrong.
 
 The learn loop calls :meth:`TrainingDoctor.update` once per iteration, after the rollout and the update,
-with that iteration's metrics as a plain dict (the keys of docs/metrics.md; any key may be missing). The
+with that iteration's metrics as a plain dict (the keys of docs/metrics.md; any key may be missing) and the
+run's ``group_size`` (with one response per prompt, as in PPO, every "group" has zero reward variance by
+construction, so the zero-variance check does not apply). The
 doctor is quiet while the run is healthy. When one of seven conditions holds it emits one
 :class:`TrainingDoctorWarning` (a ``UserWarning``) per kind and per run, saying what was seen (with the
 numbers), the likely causes and the fix, and it keeps ``doctor/*`` counters for the logger.
@@ -97,8 +99,14 @@ class DoctorConfig:
     is an outlier batch, not noise)."""
     grad_norm_window: int = 20
     """Gradient spike: the running median is over the last this many gradient norms."""
+    grad_norm_min: float = 0.1
+    """Gradient spike in KL-only updates (every group's rewards equal): only a ``train/grad_norm`` of at least
+    this counts (a tenth of the default max_grad_norm). Only the KL term pulls there, and its gradient starts
+    at exactly 0 (the policy is the reference model), so its tiny early norms grow by large factors harmlessly."""
     grad_norm_min_history: int = 5
-    """Gradient spike: no check before this many gradient norms are known (a median of 1-4 values is noise)."""
+    """Gradient spike: the median rule needs this many known gradient norms (a median of 1-4 values is noise);
+    before that, from the second update on, only a norm above grad_norm_factor**2 x the largest known norm
+    (100x by default) warns."""
     hack_window: int = 5
     """Reward hacking: W; the means of the last W and the previous W iterations are compared (W=5 smooths
     the per-rollout noise of a few prompts)."""
@@ -127,8 +135,8 @@ class DoctorConfig:
         Raises:
             ValueError: a field out of range, or an unknown kind in ``ignore``; the message names it.
         """
-        positive = ("entropy_floor", "kl_max", "approx_kl_max", "kl_growth_min", "hack_min_reward_rise",
-                    "hack_min_accuracy_drop")
+        positive = ("entropy_floor", "kl_max", "approx_kl_max", "kl_growth_min", "grad_norm_min",
+                    "hack_min_reward_rise", "hack_min_accuracy_drop")
         fractions = ("zero_std_fraction", "entropy_min_ratio", "truncated_max", "clip_fraction_max")
         for name in positive + fractions + ("kl_growth_factor", "grad_norm_factor"):
             value = getattr(self, name)
@@ -260,24 +268,36 @@ class TrainingDoctor:
         self._streaks = dict.fromkeys(STREAK_KINDS, 0)
         self._entropy_initial: float | None = None
         self._kl_history: list[float] = []
-        self._grad_norm_history: list[float] = []
+        self._grad_norm_history: list[float] = []  # updates with a nonzero advantage somewhere
+        self._grad_norm_history_kl_only: list[float] = []  # updates where every group's rewards were equal
+        self._group_size: int | None = None
         self._hack_history: list[list[float]] = []
 
     # ------------------------------------------------------------------ public API
-    def update(self, metrics: Mapping[str, Any], iteration: int) -> list[str]:
+    def update(self, metrics: Mapping[str, Any], iteration: int, *, group_size: int | None = None) -> list[str]:
         """Check one iteration's metrics; warn (once per kind per run) for each condition that holds.
 
         Args:
             metrics: the iteration's metrics, docs/metrics.md keys (``"rollout/zero_std_groups"``...); any key
                 may be missing; non-numeric and non-finite values are ignored.
             iteration: the iteration number, quoted in the messages.
+            group_size: responses per prompt, G (the learn loop passes its config's). With G = 1 (PPO) every
+                group's reward std is 0 by construction, so the zero-variance check is skipped and the
+                gradient norms are not treated as KL-only. None: unknown (the checks assume G > 1).
 
         Returns:
             The messages of the warnings emitted at this iteration (empty when all is well, when disabled,
             and for conditions already warned about).
+
+        Raises:
+            ValueError: ``group_size`` is not None or an int >= 1.
         """
+        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                       or group_size < 1):
+            raise ValueError(f"group_size must be an int >= 1 (responses per prompt) or None, got {group_size!r}")
         if not self.enabled:
             return []
+        self._group_size = group_size
         m = _finite(metrics)
         raised = []
         for kind, check in self._checks().items():
@@ -307,6 +327,7 @@ class TrainingDoctor:
                 "counts": dict(self._counts), "streaks": dict(self._streaks),
                 "entropy_initial": self._entropy_initial, "kl_history": list(self._kl_history),
                 "grad_norm_history": list(self._grad_norm_history),
+                "grad_norm_history_kl_only": list(self._grad_norm_history_kl_only),
                 "hack_history": [list(pair) for pair in self._hack_history]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -329,6 +350,7 @@ class TrainingDoctor:
         self._entropy_initial = None if initial is None else float(initial)
         self._kl_history = [float(v) for v in state["kl_history"]]
         self._grad_norm_history = [float(v) for v in state["grad_norm_history"]]
+        self._grad_norm_history_kl_only = [float(v) for v in state.get("grad_norm_history_kl_only", [])]
         self._hack_history = [[float(r), float(a)] for r, a in state["hack_history"]]
 
     # ------------------------------------------------------------------ helpers
@@ -352,9 +374,13 @@ class TrainingDoctor:
         return self._streaks[kind]
 
     # ------------------------------------------------------------------ the seven checks
+    def _all_groups_equal(self, m: dict[str, float]) -> bool:
+        """Every group of G > 1 responses had equal rewards: all advantages 0, only the KL term's gradient."""
+        return self._group_size != 1 and m.get("rollout/zero_std_groups", 0.0) >= 1.0 - 1e-9
+
     def _check_zero_variance(self, m: dict[str, float]) -> str | None:
         value = m.get("rollout/zero_std_groups")
-        if value is None:
+        if value is None or self._group_size == 1:  # one response per prompt: its "group" std is always 0
             return None
         cfg = self.config
         streak = self._advance("zero_variance", value >= cfg.zero_std_fraction - 1e-9)
@@ -430,19 +456,35 @@ class TrainingDoctor:
                 f"for {streak} consecutive updates: most of the gradient is cut by the clip")
 
     def _check_grad_norm(self, m: dict[str, float]) -> str | None:
+        """A norm far above the running median of the same regime's norms.
+
+        Updates where every group's rewards were equal (only the KL term's gradient) and the others are two
+        regimes with their own histories, so a switch between them is not a spike, and a spike inside
+        either one is seen (with G = 1 there is one regime). KL-only norms below ``grad_norm_min`` never count.
+        """
         norm = m.get("train/grad_norm")
-        if norm is None or m.get("rollout/zero_std_groups", 0.0) >= 1.0 - 1e-9:
-            return None  # every advantage was 0: only the KL term's gradient, another regime
-        cfg = self.config
-        recent = self._grad_norm_history[-cfg.grad_norm_window:]
-        self._grad_norm_history = [*recent, norm][-cfg.grad_norm_window:]
-        if len(recent) < cfg.grad_norm_min_history:
+        if norm is None:
             return None
+        cfg = self.config
+        kl_only = self._all_groups_equal(m)
+        history = self._grad_norm_history_kl_only if kl_only else self._grad_norm_history
+        recent = history[-cfg.grad_norm_window:]
+        history[:] = [*recent, norm][-cfg.grad_norm_window:]
+        regime = " KL-only" if kl_only else ""
+        if kl_only and norm < cfg.grad_norm_min:
+            return None
+        if len(recent) < cfg.grad_norm_min_history:  # too few for a median: only a huge jump counts
+            largest = max(recent, default=0.0)
+            if largest <= 0 or norm <= cfg.grad_norm_factor ** 2 * largest:
+                return None
+            return (f"train/grad_norm = {norm:.4g} is {norm / largest:.1f}x the largest of the {len(recent)}{regime} "
+                    f"update(s) so far ({largest:.4g}; > grad_norm_factor**2={cfg.grad_norm_factor ** 2:g}): a "
+                    f"gradient spike")
         median = statistics.median(recent)
         if median <= 0 or norm <= cfg.grad_norm_factor * median:
             return None
         return (f"train/grad_norm = {norm:.4g} is {norm / median:.1f}x the running median {median:.4g} of the "
-                f"last {len(recent)} updates (> grad_norm_factor={cfg.grad_norm_factor}): a gradient spike")
+                f"last {len(recent)}{regime} updates (> grad_norm_factor={cfg.grad_norm_factor}): a gradient spike")
 
     def _check_reward_hacking(self, m: dict[str, float]) -> str | None:
         cfg = self.config

@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agents.common.advantages import _as_float, _check_shape, _group_centred, _shape, broadcast_to_tokens
+from agents.common.advantages import broadcast_to_tokens, group_centred
 from agents.common.losses import KL_ESTIMATORS, kl_divergence
+from agents.common.shapes import as_float, check_shape, shape_of
 
 __all__ = ["gae", "kl_penalty_rewards", "masked_whiten", "reinforce_plus_plus", "reinforce_plus_plus_baseline"]
 
@@ -65,16 +66,16 @@ def gae(
             its shape, or ``gamma``/``gae_lambda`` is outside ``[0, 1]``.
     """
     if token_rewards.dim() != 2:
-        raise ValueError(f"token_rewards has shape {_shape(token_rewards)}, expected (N, T) (2-D)")
-    expected = _shape(token_rewards)
-    _check_shape("values", values, expected, "same as token_rewards: (N, T)")
-    _check_shape("response_mask", response_mask, expected, "same as token_rewards: (N, T)")
+        raise ValueError(f"token_rewards has shape {shape_of(token_rewards)}, expected (N, T) (2-D)")
+    expected = shape_of(token_rewards)
+    check_shape("values", values, expected, "same as token_rewards: (N, T)")
+    check_shape("response_mask", response_mask, expected, "same as token_rewards: (N, T)")
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
     if not 0.0 <= gae_lambda <= 1.0:
         raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
 
-    rewards = _as_float(token_rewards).detach()  # (N, T)
+    rewards = as_float(token_rewards).detach()  # (N, T)
     values = values.detach().to(dtype=rewards.dtype, device=rewards.device)  # (N, T)
     mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
 
@@ -141,27 +142,27 @@ def kl_penalty_rewards(
         [-0.1, 1.2, 0.0]
     """
     if response_mask.dim() != 2 or response_mask.shape[0] != rewards.shape[0]:
-        raise ValueError(f"response_mask has shape {_shape(response_mask)}, expected ({rewards.shape[0]}, T)")
+        raise ValueError(f"response_mask has shape {shape_of(response_mask)}, expected ({rewards.shape[0]}, T)")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"kl_estimator must be one of {list(KL_ESTIMATORS)}, got {kl_estimator!r}")
     mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
-    rewards = _as_float(rewards).detach()
+    rewards = as_float(rewards).detach()
     if rewards.dim() == 1:
         positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)  # (T,)
         last = (mask * positions).argmax(dim=1)  # (N,) index of the last real token
         score = torch.zeros(mask.shape, dtype=rewards.dtype, device=rewards.device)  # (N, T)
         score[torch.arange(len(rewards), device=rewards.device), last] = rewards
     else:
-        _check_shape("rewards", rewards, _shape(mask), "(N,) or (N, T) like response_mask")
+        check_shape("rewards", rewards, shape_of(mask), "(N,) or (N, T) like response_mask")
         score = rewards  # (N, T)
     score = torch.where(mask, score, torch.zeros_like(score))  # (N, T)
     penalty = torch.zeros_like(score)  # (N, T)
     if beta > 0:
         if log_probs is None or ref_log_probs is None:
             raise ValueError(f"log_probs and ref_log_probs are required when beta > 0 (got beta={beta})")
-        _check_shape("log_probs", log_probs, _shape(mask), "(N, T) like response_mask")
+        check_shape("log_probs", log_probs, shape_of(mask), "(N, T) like response_mask")
         kl = kl_divergence(log_probs.detach().to(score.dtype), ref_log_probs.detach().to(score.dtype),
                            kl_estimator)  # (N, T)
         penalty = torch.where(mask, beta * kl, penalty)  # (N, T)
@@ -189,8 +190,8 @@ def masked_whiten(x: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor
         >>> masked_whiten(torch.tensor([[1.0, 3.0, 100.0]]), torch.tensor([[1, 1, 0]]))
         tensor([[-0.7071,  0.7071,  0.0000]])
     """
-    _check_shape("response_mask", response_mask, _shape(x), "same as x: (N, T)")
-    x = _as_float(x).detach()  # (N, T)
+    check_shape("response_mask", response_mask, shape_of(x), "same as x: (N, T)")
+    x = as_float(x).detach()  # (N, T)
     mask = response_mask.to(device=x.device) != 0  # (N, T) bool
     count = mask.sum().to(x.dtype)  # ()
     mean = torch.where(mask, x, torch.zeros_like(x)).sum() / count.clamp(min=1)  # ()
@@ -201,8 +202,8 @@ def masked_whiten(x: Tensor, response_mask: Tensor, eps: float = 1e-8) -> Tensor
 
 def _check_returns_inputs(token_rewards: Tensor, response_mask: Tensor) -> None:
     if token_rewards.dim() != 2:
-        raise ValueError(f"token_rewards has shape {_shape(token_rewards)}, expected (N, T) (2-D)")
-    _check_shape("response_mask", response_mask, _shape(token_rewards), "same as token_rewards: (N, T)")
+        raise ValueError(f"token_rewards has shape {shape_of(token_rewards)}, expected (N, T) (2-D)")
+    check_shape("response_mask", response_mask, shape_of(token_rewards), "same as token_rewards: (N, T)")
 
 
 def reinforce_plus_plus(
@@ -254,7 +255,7 @@ def reinforce_plus_plus(
     _check_returns_inputs(token_rewards, response_mask)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-    rewards = _as_float(token_rewards).detach()  # (N, T)
+    rewards = as_float(token_rewards).detach()  # (N, T)
     mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
 
     returns = torch.zeros_like(rewards)  # (N, T)
@@ -309,13 +310,13 @@ def reinforce_plus_plus_baseline(
                 [-1.5000,  0.0000,  0.0000]])
     """
     _check_returns_inputs(token_rewards, response_mask)
-    rewards = _as_float(token_rewards).detach()  # (N, T)
+    rewards = as_float(token_rewards).detach()  # (N, T)
     mask = response_mask.to(device=rewards.device) != 0  # (N, T) bool
-    _check_shape("group_ids", group_ids, (rewards.shape[0],), "one group id per response")
+    check_shape("group_ids", group_ids, (rewards.shape[0],), "one group id per response")
     if group_ids.is_floating_point() or group_ids.is_complex():
         raise ValueError(f"group_ids must be an integer tensor, got dtype {group_ids.dtype}")
     scores = torch.where(mask, rewards, torch.zeros_like(rewards)).sum(-1)  # (N,)
     if scores.shape[0] == 0:
         return rewards.clone()  # (0, T)
-    centred = _group_centred(scores, group_ids)[0]  # (N,)
+    centred = group_centred(scores, group_ids)[0]  # (N,)
     return masked_whiten(broadcast_to_tokens(centred, mask), mask)  # (N, T)

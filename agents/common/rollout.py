@@ -2,9 +2,10 @@
 
 :class:`RolloutCollector` is the part of :class:`~agents.common.base.LLMAlgorithm` that talks to the env.
 Sequence level: the prompts are encoded in one call, one batched ``generate`` (KV cache) samples all ``N``
-responses, every reward function scores all ``N`` in one call
-(:func:`llm_gym.envs.batch_scoring.prime_sequence_rollout`), then each chunk of sub-envs is reset once and
-stepped, so ``Monitor``, wrappers and ``info`` behave as with any SB3 env. Token level: waves of sub-envs
+responses, then each chunk of ``num_envs`` rows is reset once and stepped. A single sequence env is trained
+through a :class:`~llm_gym.envs.vector.SequenceVecEnv` of ``N`` rows, so the rollout is one vector step and
+its :class:`~llm_gym.scoring.ResponseScorer` calls every reward function once for all ``N`` responses;
+``info["episode"]``, the wrappers and ``info`` are those of ``N`` separate ``env.step`` calls. Token level: waves of sub-envs
 decoded token by token with the KV cache as the policy's state. Multi-turn: waves of conversations, one
 batched turn at a time (:mod:`agents.common.turns`). DAPO's dynamic sampling (the group filter)
 draws rounds until enough groups have mixed rewards.
@@ -29,7 +30,7 @@ from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
 from agents.common.turns import TurnCollector, in_waves, is_multi_turn
 from llm_gym.decoding import GroupSampler
-from llm_gym.envs.batch_scoring import prime_sequence_rollout
+from llm_gym.envs.problems import TrainerState
 
 __all__ = ["RolloutCollector", "rollout_metrics", "step_reward_tensors"]
 
@@ -37,15 +38,15 @@ __all__ = ["RolloutCollector", "rollout_metrics", "step_reward_tensors"]
 class RolloutCollector(TurnCollector):
     """Mixin of :class:`~agents.common.base.LLMAlgorithm`: collection of one iteration's rollout.
 
-    Reads ``self.env``, ``self.policy``, ``self.lm``, ``self.n_prompts``, ``self.group_size``,
-    ``self.dynamic_sampling``, ``self.max_sampling_rounds``, ``self._problem_rng`` and the SB3 counters.
+    Reads ``self.env``, ``self.policy``, ``self.lm``, ``self.config`` (``n_prompts``, ``group_size``,
+    ``dynamic_sampling``, ``max_sampling_rounds``), ``self._problem_rng`` and the SB3 counters.
     """
 
     def _sample_problems(self) -> np.ndarray:
         """Problem index of each of the N sequences: ``n_prompts`` draws, each repeated ``group_size`` times."""
         n_problems = self.env.get_attr("n_problems")[0]
-        draws = self._problem_rng.integers(n_problems, size=self.n_prompts)
-        return np.repeat(draws, self.group_size)
+        draws = self._problem_rng.integers(n_problems, size=self.config.n_prompts)
+        return np.repeat(draws, self.config.group_size)
 
     def _reset_to(self, env: VecEnv, problem_ids: np.ndarray) -> dict[str, np.ndarray]:
         env.set_options([{"problem_id": int(k)} for k in problem_ids])
@@ -57,6 +58,21 @@ class RolloutCollector(TurnCollector):
             self._update_info_buffer(infos, dones)
         callback.update_locals(local_vars)
         return callback.on_step()
+
+    def _sequence_callbacks(self, callback: BaseCallback, env: VecEnv, infos, dones, local_vars: dict) -> bool:
+        """The callback calls of one sequence-level vector step: one, or one per row for a single env's rows.
+
+        A :class:`~llm_gym.envs.vector.SequenceVecEnv` (``steps_of_one_env``) is the user's single env serving
+        the N rows of a rollout so they are scored in one call; to the callbacks its rows stay N steps of one
+        env, as SB3 reports a single env (``CheckpointCallback(save_freq)`` counts responses).
+        """
+        if not getattr(env, "steps_of_one_env", False):
+            return self._step_callbacks(callback, infos, dones, env.num_envs, local_vars)
+        for r in range(len(infos)):
+            row = {"infos": infos[r:r + 1], "dones": dones[r:r + 1], "rewards": local_vars["rewards"][r:r + 1]}
+            if not self._step_callbacks(callback, row["infos"], row["dones"], 1, local_vars | row):
+                return False
+        return True
 
     def _collect_round(self, env: VecEnv, callback: BaseCallback) -> tuple[RolloutSamples, float] | None:
         """Draw ``n_prompts`` problems and sample ``group_size`` responses each: ``(rows, seconds)``, None if stopped.
@@ -81,14 +97,19 @@ class RolloutCollector(TurnCollector):
         Without dynamic sampling both are one round. With it (DAPO arXiv:2503.14476 section 3.2, eq. 11),
         rounds of ``n_prompts`` groups are drawn and only groups whose rewards are not all equal are kept,
         until ``n_prompts`` are kept (the surplus of the last round is dropped) or ``max_sampling_rounds``
-        rounds were drawn; then a ``UserWarning`` says how many were found and training uses those.
+        rounds were drawn; then a ``UserWarning`` says how many were found and training uses those. Before
+        the first round the env learns where training is (``set_trainer_state``: reward functions'
+        ``trainer_state``, ``global_step`` = optimizer steps so far), when it has that method.
 
         With data parallelism every round's rows are gathered from all ranks (rank order), so the groups
         are counted globally (``world_size * n_prompts`` kept) and both results hold every rank's rows.
         """
         kept, generated, seconds = [], [], 0.0
         target = self.rollout_size * world_size()
-        for _ in range(self.max_sampling_rounds if self.dynamic_sampling else 1):
+        if env.has_attr("set_trainer_state"):  # reward functions' trainer_state (TRL's global_step)
+            env.env_method("set_trainer_state", TrainerState(global_step=int(getattr(self, "_n_updates", 0)),
+                                                             num_timesteps=int(self.num_timesteps)))
+        for _ in range(self.config.max_sampling_rounds if self.config.dynamic_sampling else 1):
             collected = self._collect_round(env, callback)
             if collected is None:
                 return None
@@ -96,27 +117,29 @@ class RolloutCollector(TurnCollector):
             rollout = all_gather_rows(rollout)
             generated.append(rollout)
             seconds += round_seconds
-            if not self.dynamic_sampling:
+            if not self.config.dynamic_sampling:
                 return rollout, rollout, seconds
-            kept.append(rollout.take(np.flatnonzero(informative_groups(rollout.rewards.numpy(), self.group_size))))
+            informative = informative_groups(rollout.rewards.numpy(), self.config.group_size)  # (N,) bool
+            kept.append(rollout.take(np.flatnonzero(informative)))
             if sum(r.n_sequences for r in kept) >= target:
                 break
         else:
-            n_found = sum(r.n_sequences for r in kept) // self.group_size
+            n_found = sum(r.n_sequences for r in kept) // self.config.group_size
             ranks = f" x {world_size()} ranks" if is_distributed() else ""
-            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.n_prompts}{ranks} groups had mixed rewards "
-                          f"after max_sampling_rounds={self.max_sampling_rounds} rounds "
-                          f"({self.max_sampling_rounds * target} responses); training on those "
+            warnings.warn(f"Dynamic sampling: only {n_found} of n_prompts={self.config.n_prompts}{ranks} groups had "
+                          f"mixed rewards "
+                          f"after max_sampling_rounds={self.config.max_sampling_rounds} rounds "
+                          f"({self.config.max_sampling_rounds * target} responses); training on those "
                           f"{n_found}. Raise max_sampling_rounds or use problems the policy sometimes solves.",
                           stacklevel=3)
         all_rows = RolloutSamples.concat(generated)
-        self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.group_size))
-                                   ) // self.group_size
+        self._dropped_groups = int(np.sum(~informative_groups(all_rows.rewards.numpy(), self.config.group_size))
+                                   ) // self.config.group_size
         return RolloutSamples.concat(kept).take(np.arange(target)), all_rows, seconds
 
     def _collect_sequences(self, env: VecEnv, callback: BaseCallback, problem_ids: np.ndarray
                            ) -> tuple[RolloutSamples, float] | None:
-        """Sequence level: one ``generate`` for all N, one batched scoring call, each chunk reset once and stepped.
+        """Sequence level: one ``generate`` for all N, each chunk reset once and stepped (one scoring call each).
 
         With one chunk (``num_envs == N``) the prompts come from the reset; with several, from the env's batched
         prompt encoding (a reset is deterministic given ``problem_id``; each chunk's reset is checked against it).
@@ -134,10 +157,9 @@ class RolloutCollector(TurnCollector):
             b_prompt_ids, b_prompt_mask = self.lm.encode_prompts([prompts[k] for k in problem_ids], length)  # (N, L)
         start = time.perf_counter()
         with gathered(self.policy):  # FSDP: whole weights while ranks sample different lengths
-            gen = self.policy.sample_rollout(b_prompt_ids, b_prompt_mask, self.group_size)
+            gen = self.policy.sample_rollout(b_prompt_ids, b_prompt_mask, self.config.group_size)
         gen_seconds = time.perf_counter() - start
         b_response_ids = gen.response_ids.numpy()  # (N, T)
-        prime_sequence_rollout(env, problem_ids, b_response_ids)
         b_rewards, b_infos = np.zeros(len(problem_ids), dtype=np.float32), []
         for c, chunk in enumerate(chunks):
             rows = slice(c * env.num_envs, (c + 1) * env.num_envs)
@@ -149,7 +171,7 @@ class RolloutCollector(TurnCollector):
                                        "llm_gym.make_group_vec_env(env_id, n_envs=n_prompts*group_size).")
             _, rewards, dones, infos = env.step(b_response_ids[rows])  # callbacks see this step's infos, as in SB3
             b_rewards[rows], b_infos = rewards, b_infos + list(infos)
-            if not self._step_callbacks(callback, infos, dones, env.num_envs, locals()):
+            if not self._sequence_callbacks(callback, env, infos, dones, locals()):
                 return None
         rollout = RolloutSamples(b_prompt_ids, b_prompt_mask, gen.response_ids, gen.response_mask,
                                  torch.as_tensor(b_rewards), infos=b_infos)
@@ -170,8 +192,8 @@ class RolloutCollector(TurnCollector):
         token_rewards = torch.zeros((n, T))  # (n, T)
         active, final_infos = torch.ones(n, dtype=torch.bool), [{} for _ in range(n)]
         with gathered(self.policy), autocast_region(self.policy.model):  # (FSDP: whole weights) cast once
-            sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size, self.temperature,
-                                   self.top_p, lm.pad_token_id)
+            sampler = GroupSampler(self.policy.model, prompt_ids, prompt_mask, self.config.group_size,
+                                   self.config.temperature, self.config.top_p, lm.pad_token_id)
             return self._decode_wave(env, callback, sampler, prompt_ids, prompt_mask, response, token_rewards,
                                      active, final_infos)
 
@@ -244,6 +266,9 @@ def rollout_metrics(rewards: np.ndarray, group_ids: np.ndarray, infos: list[dict
         for name, value in info.get("episode_reward_components", info.get("reward_components", {})).items():
             components[name].append(value)
     stats |= {f"rollout/reward/{name}": float(np.mean(v)) for name, v in components.items()}
+    levels = [info["curriculum_level"] for info in infos if "curriculum_level" in info]
+    if levels:  # llm_gym.wrappers.Curriculum: the difficulty level reached
+        stats["curriculum/level"] = float(max(levels))
     if any(info.get("step_rewards") for info in infos):  # process supervision
         steps = [[r for _, r in info.get("step_rewards", ())] for info in infos]
         stats["rollout/step_reward_sum"] = float(np.mean([sum(s) for s in steps]))

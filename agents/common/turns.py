@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -29,14 +28,10 @@ from agents.common.buffers import RolloutSamples
 from agents.common.fsdp import gathered
 from agents.common.precision import autocast_region
 from llm_gym.decoding import ConversationSampler
+from llm_gym.envs.multiturn import is_multi_turn
 
 __all__ = ["TurnCollector", "in_waves", "is_multi_turn", "play_wave", "run_turns", "turn_metrics",
            "turn_rollout_samples"]
-
-
-def is_multi_turn(observation_space: spaces.Space) -> bool:
-    """True for a multi-turn env's observation space (a ``Dict`` with an ``assistant_mask``)."""
-    return isinstance(observation_space, spaces.Dict) and "assistant_mask" in observation_space.spaces
 
 
 def _reward_position(loss_mask: np.ndarray, end: int) -> int:
@@ -208,7 +203,7 @@ def run_turns(env: VecEnv, sampler: ConversationSampler, max_new_tokens: int,
 class TurnCollector:
     """Mixin of :class:`~agents.common.base.LLMAlgorithm`: multi-turn waves (see the module docstring).
 
-    Reads ``self.policy``, ``self.lm``, ``self.group_size``, ``self.temperature``, ``self.top_p`` and
+    Reads ``self.policy``, ``self.lm``, ``self.config`` (``group_size``, ``temperature``, ``top_p``) and
     ``self.action_space_len``; uses the collector's ``_reset_to`` and ``_step_callbacks``. Sets
     ``self._turn_seconds`` (a list of seconds per batched turn, reset by the caller).
     """
@@ -224,8 +219,9 @@ class TurnCollector:
         prompt_ids = torch.as_tensor(obs["input_ids"][:, -L:])  # (n, L) the reset conversation is the prompt
         prompt_mask = torch.as_tensor(obs["attention_mask"][:, -L:])  # (n, L)
         with gathered(self.policy), autocast_region(self.policy.model):  # (FSDP: whole weights) cast once
-            sampler = ConversationSampler(self.policy.model, prompt_ids, prompt_mask, self.group_size,
-                                          self.temperature, self.top_p, self.lm.pad_token_id, self.lm.eos_token_id)
+            sampler = ConversationSampler(self.policy.model, prompt_ids, prompt_mask, self.config.group_size,
+                                          self.config.temperature, self.config.top_p, self.lm.pad_token_id,
+                                          self.lm.eos_token_id)
             episodes = run_turns(env, sampler, self.action_space_len, on_step=lambda infos, dones, n_steps, rewards:
                                  self._step_callbacks(callback, infos, dones, n_steps, locals()),
                                  turn_seconds=self._turn_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ from gymnasium import spaces
 
 from llm_gym.envs.common import DEFAULT_PROMPT_TEMPLATE, LLMEnvBase
 
-__all__ = ["DEFAULT_PROMPT_TEMPLATE", "SequenceEnv"]
+__all__ = ["DEFAULT_PROMPT_TEMPLATE", "SequenceEnv", "check_action"]
 
 
 class SequenceEnv(LLMEnvBase):
@@ -42,11 +43,11 @@ class SequenceEnv(LLMEnvBase):
     ``step`` scores the response and terminates. Stepping again before the next ``reset`` raises
     ``RuntimeError`` (as :class:`~llm_gym.envs.token.TokenEnv` does), so a response is never scored twice.
 
-    Batched scoring: :meth:`score_batch` scores ``n`` responses with each reward function called once;
-    :meth:`prime_scores` queues such results and ``step`` uses the queue's head when its problem and ids
-    match the step's (else it clears the queue and scores as usual), so a whole rollout can be scored
-    in one batch while every step still returns its own reward and info
-    (:func:`~llm_gym.envs.batch_scoring.prime_sequence_rollout` does this for a vector env).
+    Batched scoring: :meth:`score_batch` scores ``n`` responses with each reward function called once, a
+    pure function of ``(problem_ids, response_ids)``. ``step`` is that scoring on a batch of one (the
+    three parts of :class:`~llm_gym.scoring.BatchedEnv`), so a vector env
+    (:class:`~llm_gym.envs.vector.GroupVecEnv`, :class:`~llm_gym.envs.vector.SequenceVecEnv`) that scores
+    all its rows in one call returns exactly what N separate steps would.
 
     Info keys: ``problem_id`` (int index), ``problem`` (its string id), ``prompt_text``, ``answer``; after
     ``step`` also ``response_text``, ``response_length`` (tokens), ``reward_components``, ``accuracy``,
@@ -131,17 +132,17 @@ class SequenceEnv(LLMEnvBase):
         self._done = False
         return self.prompt_obs(), self._info()
 
-    def step(self, action):
-        """Score a whole response and end the episode.
+    def begin_step(self, action: Any) -> tuple[int, np.ndarray]:
+        """The first part of ``step``: check the action; nothing is scored yet.
 
-        A queued score (:meth:`prime_scores`) for this problem and exactly these ids is used instead of
-        scoring; the result is the same.
+        ``step(action)`` scores a whole response and ends the episode: ``(obs, reward, terminated=True,
+        truncated=False, info)``, ``obs`` the prompt again.
 
         Args:
-            action: ``(max_new_tokens,)`` int token ids (see class docstring for the padding rule).
+            action: ``(max_new_tokens,)`` int token ids (see the class docstring for the padding rule).
 
         Returns:
-            ``(obs, reward, terminated=True, truncated=False, info)``.
+            ``(problem_id, response_ids (T,) int64)``, the pending step.
 
         Raises:
             RuntimeError: ``step`` before ``reset``, or a second ``step`` in the same episode.
@@ -152,9 +153,24 @@ class SequenceEnv(LLMEnvBase):
         if self._done:
             raise RuntimeError("The episode has ended (a SequenceEnv episode is one step: the whole response): "
                                "call reset() before step().")
-        ids = _check_action(action, self.max_new_tokens, self.lm.vocab_size)
-        primed = self._take_primed(ids)
-        reward, info = self.score_response(ids) if primed is None else primed
+        return self._problem_id, check_action(action, self.max_new_tokens, self.lm.vocab_size)
+
+    def score_pending(self, pending: Sequence[tuple[int, np.ndarray]]) -> list[tuple[float, dict[str, Any]]]:
+        """Score pending steps (of this env or equal ones) with :meth:`score_batch`: one call per reward function.
+
+        Returns:
+            One ``(reward, info)`` per pending step.
+        """
+        if not pending:
+            return []
+        rewards, infos = self.score_batch([k for k, _ in pending], np.stack([ids for _, ids in pending]))
+        return [(float(r), info) for r, info in zip(rewards, infos, strict=True)]
+
+    def finish_step(self, pending: tuple[int, np.ndarray], score: tuple[float, dict[str, Any]]
+                    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """End the episode with its score: ``(prompt obs, reward, True, False, info)``."""
+        reward, info = score
+        self._last_text = info["response_text"]
         self._done = True
         return self.prompt_obs(), reward, True, False, info
 
@@ -162,7 +178,7 @@ class SequenceEnv(LLMEnvBase):
     _done: bool = False
 
 
-def _check_action(action, max_new_tokens: int, vocab_size: int) -> np.ndarray:
+def check_action(action: Any, max_new_tokens: int, vocab_size: int) -> np.ndarray:
     """``action`` as ``(max_new_tokens,)`` int64 token ids, checked.
 
     Integer arrays (any integer dtype) and float arrays of whole numbers are accepted.

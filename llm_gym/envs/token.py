@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
 
 from llm_gym.envs.common import LLMEnvBase
-from llm_gym.rewards.process import IncrementalDecoder
+from llm_gym.rewards.steps import IncrementalDecoder
 
 __all__ = ["TokenEnv"]
+
+
+class _PendingToken(NamedTuple):
+    """A token step begun by :meth:`TokenEnv.begin_step`, waiting for its score."""
+
+    kind: str  # "final", "steps" or "none"
+    problem_id: int
+    token_index: int
+    terminated: bool
+    truncated: bool
+    ids: np.ndarray | None  # "final": (T,) right-padded response; "steps": (t + 1,) prefix; "none": None
 
 
 class TokenEnv(LLMEnvBase):
@@ -32,7 +44,7 @@ class TokenEnv(LLMEnvBase):
     ``truncated=True`` after ``T`` tokens without EOS (``info["truncated_by_length"] = True``).
 
     Reward: the last step pays the total of the same scorer as SequenceEnv on the same response
-    (:meth:`score_response`, the outcome reward). With process supervision (``process_reward_fn``, see
+    (:meth:`score_batch`, the outcome reward). With process supervision (``process_reward_fn``, see
     SequenceEnv, or the :class:`~llm_gym.wrappers.process.ProcessReward` wrapper) every step reward is
     paid on its step's end token: when token ``t`` completes a step (its text ends an occurrence of
     ``step_delimiter``), the env scores the steps completed so far (:meth:`process_rewards` with
@@ -98,15 +110,18 @@ class TokenEnv(LLMEnvBase):
     def _obs(self) -> dict[str, np.ndarray]:
         return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
 
-    def step(self, action: int | np.integer | np.ndarray
-             ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Append one token; at the end of the response, score it.
+    def begin_step(self, action: int | np.integer | np.ndarray) -> _PendingToken:
+        """The first part of ``step``: append one token; say what, if anything, must be scored.
+
+        ``step(action)`` appends the token and, at the end of the response, scores it:
+        ``(obs, reward, terminated, truncated, info)`` (see the class docstring).
 
         Args:
             action: one token id (int, numpy integer, or a 0-d / ``(1,)`` array).
 
         Returns:
-            ``(obs, reward, terminated, truncated, info)``; see the class docstring.
+            The pending step: ``"final"`` (the episode ends: score the response), ``"steps"`` (the token
+            completes a reasoning step: score the completed steps) or ``"none"``.
 
         Raises:
             RuntimeError: ``step`` before ``reset`` or after the episode ended.
@@ -125,15 +140,58 @@ class TokenEnv(LLMEnvBase):
         truncated = not terminated and self._n == self.max_new_tokens
         self._done = terminated or truncated
         self._decoder.push(token)
-        if not self._done:
-            reward = 0.0
-            if self._decoder.ends_step(self.step_delimiter):  # mid-episode final=False: completed steps only
-                reward = self._pay_step_rewards(self.process_rewards(self.response_ids()), up_to=t)
+        if self._done:
+            kind, ids = "final", self._response.copy()
+        elif self._decoder.ends_step(self.step_delimiter):  # mid-episode: the completed steps only
+            kind, ids = "steps", self.response_ids()
+        else:
+            kind, ids = "none", None
+        return _PendingToken(kind, self._problem_id, t, bool(terminated), bool(truncated), ids)
+
+    def score_pending(self, pending: Sequence[_PendingToken]) -> list[Any]:
+        """Score pending token steps (of this env or equal ones): one call per reward function for all.
+
+        The finished responses are decoded and scored together (the env's reward and accuracy once); their
+        steps and those completed mid-episode go to ``process_reward_fn`` in ONE call.
+
+        Returns:
+            Per pending step: ``(outcome, info)`` for ``"final"``, its step rewards for ``"steps"``, None for
+            ``"none"``.
+        """
+        finals = [r for r, p in enumerate(pending) if p.kind == "final"]
+        mids = [r for r, p in enumerate(pending) if p.kind == "steps"]
+        out: list[Any] = [None] * len(pending)
+        if finals:
+            pids = [pending[r].problem_id for r in finals]
+            ids = np.stack([pending[r].ids for r in finals])
+            texts, n_tokens = self._decode(ids)
+            responses = [ids[i, :n] for i, n in enumerate(n_tokens)]
+            total, components, accuracy = self._reward_values(pids, texts, responses)
+        else:
+            pids, ids, n_tokens = [], None, []
+        steps = self._step_rewards(pids + [pending[r].problem_id for r in mids],
+                                   [ids[i, :n] for i, n in enumerate(n_tokens)] + [pending[r].ids for r in mids],
+                                   [True] * len(finals) + [False] * len(mids))
+        if finals:
+            infos = self._outcome_infos(pids, ids, texts, n_tokens, components, accuracy, steps[:len(finals)])
+            for i, r in enumerate(finals):
+                out[r] = (float(total[i]), infos[i])
+        for i, r in enumerate(mids):
+            out[r] = steps[len(finals) + i]
+        return out
+
+    def finish_step(self, pending: _PendingToken, score: Any
+                    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Pay the step's reward: the outcome plus the unpaid step rewards at the end, due step rewards before."""
+        t = pending.token_index
+        if pending.kind != "final":
+            reward = 0.0 if pending.kind == "none" else self._pay_step_rewards(score, up_to=t)
             return self._obs(), reward, False, False, {"problem_id": self._problem_id, "token_index": t}
-        outcome, info = self.score_response(self._response.copy())
+        outcome, info = score
+        self._last_text = info["response_text"]
         reward = outcome + self._pay_step_rewards(info["step_rewards"], up_to=None)
-        info |= {"token_index": t, "truncated_by_length": bool(truncated)}
-        return self._obs(), float(reward), bool(terminated), bool(truncated), info
+        info |= {"token_index": t, "truncated_by_length": pending.truncated}
+        return self._obs(), float(reward), pending.terminated, pending.truncated, info
 
     def _response_finished(self) -> bool:
         """The response is finished once the episode ended; before that the tokens are a prefix."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from llm_gym.rewards.base import RewardFunction
 
-__all__ = ["boxed_contents", "boxed_format_reward", "regex_format_reward"]
+__all__ = ["RegexFormatReward", "boxed_contents", "boxed_format_reward", "regex_format_reward"]
 
 _BOXED_START = re.compile(r"\\boxed\s*\{")
 _BRACE = re.compile(r"\\[{}]|[{}]")  # an escaped brace (one token, ignored) or a brace
@@ -86,6 +86,33 @@ def boxed_format_reward(
     return [1.0 if isinstance(r, str) and boxed_contents(r) else 0.0 for r in responses]
 
 
+class RegexFormatReward:
+    """Reward ``1.0`` when ``re.search(pattern, response, flags)`` matches, else ``0.0`` (:func:`regex_format_reward`).
+
+    A module-level class, so it pickles (the compiled pattern is sent as pattern and flags): a call with
+    ``timeout=`` runs in a worker process that is killed when a pathological pattern backtracks too long.
+
+    Args:
+        pattern: A regular expression.
+        flags: ``re`` flags, e.g. ``re.DOTALL``.
+
+    Raises:
+        re.error: If ``pattern`` does not compile.
+    """
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.compiled = re.compile(pattern, flags)
+        self.__name__ = self.__qualname__ = f"regex_format_reward({pattern!r})"
+        self.__doc__ = f"1.0 if the response matches {pattern!r} (re.search, flags={flags!r}), else 0.0."
+
+    def __call__(self, prompts: list[str], responses: list[str], answers: list[str], **kwargs: Any) -> list[float]:
+        """``N`` floats in ``{0.0, 1.0}``; non-string responses score ``0.0``."""
+        return [1.0 if isinstance(r, str) and self.compiled.search(r) else 0.0 for r in responses]
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
 def regex_format_reward(pattern: str, flags: int = 0) -> RewardFunction:
     """Build a reward that gives ``1.0`` when ``re.search(pattern, response, flags)`` matches, else ``0.0``.
 
@@ -94,7 +121,7 @@ def regex_format_reward(pattern: str, flags: int = 0) -> RewardFunction:
         flags: ``re`` flags, e.g. ``re.DOTALL``.
 
     Returns:
-        A reward function whose ``__name__`` is ``"regex_format_reward(<pattern repr>)"``.
+        A :class:`RegexFormatReward` (picklable) whose ``__name__`` is ``"regex_format_reward(<pattern repr>)"``.
 
     Raises:
         re.error: If ``pattern`` does not compile.
@@ -105,13 +132,4 @@ def regex_format_reward(pattern: str, flags: int = 0) -> RewardFunction:
     >>> fn(["", ""], ["<think>hm</think> 4", "4"], ["", ""])
     [1.0, 0.0]
     """
-    compiled = re.compile(pattern, flags)
-
-    def reward(prompts: list[str], responses: list[str], answers: list[str], **kwargs: Any) -> list[float]:
-        return [1.0 if isinstance(r, str) and compiled.search(r) else 0.0 for r in responses]
-
-    name = f"regex_format_reward({pattern!r})"
-    reward.__name__ = name
-    reward.__qualname__ = name
-    reward.__doc__ = f"1.0 if the response matches {pattern!r} (re.search, flags={flags!r}), else 0.0."
-    return reward
+    return RegexFormatReward(pattern, flags)

@@ -1,6 +1,6 @@
 """Grounded step checks for arithmetic: a step earns credit only for true, *useful* work toward the answer.
 
-The plain rule checker (:func:`~llm_gym.rewards.process.arithmetic_step_reward`) asks one question of each
+The plain rule checker (:func:`~llm_gym.rewards.arithmetic.arithmetic_step_reward`) asks one question of each
 step: is every equation in it true? Our process-supervised GRPO runs on arithmetic level 3 showed what a
 policy does with that (docs/benchmarks.md, "Process vs outcome supervision"): with +1 per true step it wrote
 one true equation and stopped (``4 + 10 = 14`` as the answer to ``4 + 10 + 10``); with -1 per false step it
@@ -22,12 +22,12 @@ wrote no checkable equation at all. :func:`grounded_arithmetic_step_reward` clos
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any
 
+from llm_gym.rewards.arithmetic import arithmetic_equations, normalize_notation
 from llm_gym.rewards.math import math_answer_reward
-from llm_gym.rewards.process import _clean, _evaluate, _left_operand, _right_operand
 
 __all__ = ["GROUNDED_STEP_KINDS", "classify_arithmetic_steps", "grounded_arithmetic_step_reward"]
 
@@ -36,27 +36,6 @@ GROUNDED_STEP_KINDS: tuple[str, ...] = ("false", "ungrounded", "restatement", "g
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SPACES = re.compile(r"\s+")
-
-
-class _Equation(NamedTuple):
-    left: str
-    right: str
-    holds: bool
-
-
-def _equations(step: str) -> Iterator[_Equation]:
-    """Every checkable ``left = right`` pair of a step, in reading order (as the rule checker parses them)."""
-    for line in step.splitlines():
-        if "=" not in line:
-            continue
-        parts = _clean(line).split("=")
-        for i in range(len(parts) - 1):
-            left, right = _left_operand(parts[i]), _right_operand(parts[i + 1])
-            if left is None or right is None:
-                continue
-            a, b = _evaluate(left), _evaluate(right)
-            if a is not None and b is not None:
-                yield _Equation(left, right, a == b)
 
 
 def _numbers(text: str) -> set[Fraction]:
@@ -82,11 +61,11 @@ def classify_arithmetic_steps(prompt: str, steps: Sequence[str]) -> list[str]:
     >>> classify_arithmetic_steps("What is 4 + 10 + 10?", ["4 + 10 = 14", "14 + 10 = 24", "2 + 2 = 4", "4 = 4"])
     ['grounded', 'grounded', 'ungrounded', 'restatement']
     """
-    available = _numbers(_clean(prompt))
+    available = _numbers(normalize_notation(prompt))
     written: set[str] = set()
     kinds = []
     for step in steps:
-        equations = list(_equations(step))
+        equations = list(arithmetic_equations(step))
         new_left, kind = set(), "prose" if not equations else "restatement"
         for eq in equations:
             if not eq.holds:

@@ -32,7 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from llm_gym.rewards.base import RewardFunction, call_reward_fn
+from llm_gym.rewards.base import RewardFunction
+from llm_gym.rewards.calling import call_reward_fn
 from llm_gym.rewards.math import math_answer_reward
 
 __all__ = [

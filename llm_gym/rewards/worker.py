@@ -1,6 +1,6 @@
 """Timed reward calls in a worker process that can be killed.
 
-:func:`~llm_gym.rewards.base.call_reward_fn` with ``timeout=seconds`` sends the call here. The call runs
+:func:`~llm_gym.rewards.calling.call_reward_fn` with ``timeout=seconds`` sends the call here. The call runs
 in a small pool of persistent worker processes (started with the ``"forkserver"`` method, or ``"spawn"``
 where that is missing, so the caller's torch threads are never forked): a worker is started on the first timed call and reused by later ones. When a call overruns
 its limit, the worker is killed (``SIGKILL``, which also stops a call stuck inside one C function that

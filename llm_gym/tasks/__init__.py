@@ -21,12 +21,14 @@ from llm_gym.tasks.arithmetic import arithmetic_problems, split_capacity
 from llm_gym.tasks.arithmetic_tool import arithmetic_tool_problems
 from llm_gym.tasks.gsm import gsm8k_problems, gsm_symbolic_problems
 from llm_gym.tasks.jsonl import load_jsonl
+from llm_gym.tasks.lazy import ProblemSequence
 from llm_gym.tasks.problem import Problem, as_problems, normalize_answer, problem_from_dict, split_solution
 from llm_gym.tasks.sources import hf_problems, load_problem_file, load_problem_source
 
 __all__ = [
     "TASKS",
     "Problem",
+    "ProblemSequence",
     "arithmetic_problems",
     "arithmetic_tool_problems",
     "as_problems",

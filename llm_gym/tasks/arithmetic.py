@@ -29,7 +29,15 @@ from functools import cache
 
 from llm_gym.tasks.problem import Problem
 
-__all__ = ["LEVELS", "SPLITS", "arithmetic_problems", "expression_split", "split_capacity"]
+__all__ = [
+    "LEVELS",
+    "SPLITS",
+    "arithmetic_problems",
+    "expression_split",
+    "make_problem",
+    "seed_int",
+    "split_capacity",
+]
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4)
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -70,7 +78,12 @@ def expression_split(expression: str) -> str:
     return "test" if int(_hash_hex(expression)[:16], 16) % 100 < _TEST_PERCENT else "train"
 
 
-def _seed_int(*parts: object) -> int:
+def seed_int(*parts: object) -> int:
+    """A stable 64-bit seed from ``parts`` (a SHA-256 of their text): the same in every process.
+
+    >>> seed_int("arithmetic", 1, "train", 0) == seed_int("arithmetic", 1, "train", 0)
+    True
+    """
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:16], 16)
 
 
@@ -185,8 +198,21 @@ def _random_tree(level: int, rng: random.Random) -> _Node:
     return _Node(o1, a, _Node(o3, _Node(o2, b, c), d))
 
 
-def _make_problem(expression: str, value: int, steps: Sequence[str], level: int, split: str,
-                  source: str = "arithmetic") -> Problem:
+def make_problem(expression: str, value: int, steps: Sequence[str], level: int, split: str,
+                 source: str = "arithmetic") -> Problem:
+    """The :class:`~llm_gym.tasks.problem.Problem` "What is ``expression``?" with its worked steps.
+
+    Args:
+        expression: The canonical expression text, as asked.
+        value: Its exact value (the gold answer).
+        steps: The worked solution, one line per step.
+        level: The difficulty level.
+        split: ``"train"`` or ``"test"``.
+        source: The problem source (``"arithmetic"``, ``"arithmetic_tool"``); part of the id.
+
+    Returns:
+        The problem, with a stable id ``"{source}/L{level}/{split}/{hash}"``.
+    """
     return Problem(
         id=f"{source}/L{level}/{split}/{_hash_hex(expression)[:10]}",
         question=f"What is {expression}?",
@@ -198,7 +224,7 @@ def _make_problem(expression: str, value: int, steps: Sequence[str], level: int,
 
 
 def _level_problems(n: int, level: int, split: str, seed: int) -> list[Problem]:
-    rng = random.Random(_seed_int("arithmetic", level, split, seed))
+    rng = random.Random(seed_int("arithmetic", level, split, seed))
     if level in (1, 2):
         pool = _enumerated_pool(level, split)
         if n > len(pool):
@@ -211,7 +237,7 @@ def _level_problems(n: int, level: int, split: str, seed: int) -> list[Problem]:
             a, op, b = expression.split()
             value = _apply(op, int(a), int(b))
             assert value is not None
-            problems.append(_make_problem(expression, value, [f"{expression} = {value}"], level, split))
+            problems.append(make_problem(expression, value, [f"{expression} = {value}"], level, split))
         return problems
 
     max_attempts = 1000 * n + 10_000
@@ -229,7 +255,7 @@ def _level_problems(n: int, level: int, split: str, seed: int) -> list[Problem]:
         if expression in seen or expression_split(expression) != split:
             continue
         seen.add(expression)
-        problems.append(_make_problem(expression, value, steps, level, split))
+        problems.append(make_problem(expression, value, steps, level, split))
     if len(problems) < n:  # pragma: no cover - thousands of distinct expressions per split
         raise ValueError(
             f"could only generate {len(problems)} distinct arithmetic level {level} {split} problems, "

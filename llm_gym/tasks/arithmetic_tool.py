@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from llm_gym.tasks.arithmetic import _make_problem, _seed_int, expression_split
+from llm_gym.tasks.arithmetic import expression_split, make_problem, seed_int
 from llm_gym.tasks.problem import Problem
 
 __all__ = ["TOOL_LEVELS", "arithmetic_tool_problems"]
@@ -62,7 +62,7 @@ def _expression(level: int, rng: random.Random) -> tuple[str, int, list[str]]:
 
 
 def _level_problems(n: int, level: int, split: str, seed: int) -> list[Problem]:
-    rng = random.Random(_seed_int("arithmetic_tool", level, split, seed))
+    rng = random.Random(seed_int("arithmetic_tool", level, split, seed))
     seen: set[str] = set()
     problems: list[Problem] = []
     while (
@@ -72,7 +72,7 @@ def _level_problems(n: int, level: int, split: str, seed: int) -> list[Problem]:
         if expression in seen or expression_split(expression) != split:
             continue
         seen.add(expression)
-        problems.append(_make_problem(expression, value, steps, level, split, source="arithmetic_tool"))
+        problems.append(make_problem(expression, value, steps, level, split, source="arithmetic_tool"))
     return problems
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["Problem", "as_problems", "normalize_answer", "problem_from_dict", "split_solution"]
+__all__ = ["Problem", "align_extras", "as_problems", "normalize_answer", "problem_from_dict", "split_solution"]
 
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>]*>>")
+#: Largest exponent (in digits) a number written in exponent notation is expanded to; beyond it the answer is kept
+#: as written (expanding "1e999999999" would build a billion-digit string).
+MAX_EXPANDED_DIGITS = 4300
 # What float("nan") / float("inf") print as (and what JSON's NaN / Infinity load as): never a gold answer.
 _NON_FINITE = re.compile(r"[-+]?(?:nan|inf|infinity)", re.IGNORECASE)
 
@@ -31,10 +34,16 @@ class Problem:
         solution: Worked solution, one step per line where possible, or None if unknown.
         source: Name of the task or file the problem came from.
         difficulty: Difficulty level where the task defines one (arithmetic levels 1-4), else None.
+        extra: The problem's other fields, ``name -> value`` (a copy of the mapping given): every column of its
+            record but the question and the id, as read (see :func:`problem_from_dict`), e.g. ``metadata``,
+            ``test_cases``. Reward functions receive each as a keyword argument
+            (:func:`~llm_gym.envs.problems.problem_fields`). Compared by ``==``, left out of ``hash``
+            (values may be unhashable); treat it as read-only.
 
     Raises:
         ValueError: If ``id``, ``question`` or ``answer`` is empty or not a string, or ``answer`` is NaN or
             an infinity (``"nan"``, ``"inf"``, ``"-Infinity"``...).
+        TypeError: If ``extra`` is not a mapping with string keys.
 
     Example:
         >>> Problem(id="demo/0", question="What is 2 + 2?", answer="4").answer
@@ -47,8 +56,13 @@ class Problem:
     solution: str | None = None
     source: str = ""
     difficulty: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.extra, Mapping) or not all(isinstance(key, str) for key in self.extra):
+            raise TypeError(f"Problem.extra must be a mapping with string keys (field name -> value), got "
+                            f"{self.extra!r:.120}")
+        object.__setattr__(self, "extra", dict(self.extra))
         for name in ("id", "question", "answer"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -61,34 +75,38 @@ class Problem:
             )
 
 
-def normalize_answer(text: str | int | float) -> str:
-    """Return the canonical string form of a final answer.
+def normalize_answer(text: str | int | float | Decimal) -> str:
+    """Return the canonical string form of a final answer, exactly (no digit is ever rounded).
 
     Numbers lose thousands separators, a leading ``+``, trailing zeros after the decimal point and
     an integral ``.0``; anything that is not a plain number is only stripped of surrounding
-    whitespace.
+    whitespace. Every digit written is kept (decimal arithmetic, not floats: ``"9007199254740993"`` and
+    a 40-digit decimal stay as they are). A number in exponent notation whose plain form would have more
+    than :data:`MAX_EXPANDED_DIGITS` digits (``"1e999999999"``) is kept as written instead of expanded.
 
     Args:
-        text: The raw answer (a string, or a number from JSON).
+        text: The raw answer (a string, or a number from JSON: ``int``, ``float`` or ``Decimal``).
 
     Returns:
         The normalised answer.
 
     Raises:
-        ValueError: ``text`` is a float NaN or infinity (no gold answer can be that).
+        ValueError: ``text`` is a float or Decimal NaN or infinity (no gold answer can be that).
 
     Example:
         >>> normalize_answer("1,234.50"), normalize_answer(12.0), normalize_answer(" 7 ")
         ('1234.5', '12', '7')
+        >>> normalize_answer(Decimal("0.10000000000000000555111512312578270211815834045"))
+        '0.10000000000000000555111512312578270211815834045'
     """
     if isinstance(text, bool):
         return str(text)
     if isinstance(text, int):
-        return str(text)
-    if isinstance(text, float):
-        if not math.isfinite(text):
+        return _plain_decimal(Decimal(text))  # Decimal: no 4,300-digit limit of str(int)
+    if isinstance(text, (float, Decimal)):
+        if not _finite(text):
             raise ValueError(f"answer {text!r} is not a finite number: a gold answer must be a finite value.")
-        text = repr(text)
+        text = repr(text) if isinstance(text, float) else str(text)
     raw = str(text).strip()
     candidate = _THOUSANDS_COMMA.sub("", raw)
     if not _NUMBER.fullmatch(candidate):
@@ -99,10 +117,30 @@ def normalize_answer(text: str | int | float) -> str:
         return raw
     if not value.is_finite():  # pragma: no cover - the regex excludes inf/nan
         return raw
-    if value == value.to_integral_value():
-        return str(int(value))
-    formatted = format(value.normalize(), "f")
-    return formatted
+    if abs(value.adjusted()) > MAX_EXPANDED_DIGITS and "e" in candidate.lower():
+        return raw  # "1e999999999": expanding it would take gigabytes
+    return _plain_decimal(value)
+
+
+def _finite(number: float | Decimal) -> bool:
+    """Whether a float or Decimal is finite (``math.isfinite`` would turn ``Decimal("1e400")`` into inf)."""
+    return number.is_finite() if isinstance(number, Decimal) else math.isfinite(number)
+
+
+def _plain_decimal(value: Decimal) -> str:
+    """``value`` in plain notation with every digit kept: no exponent, no trailing fractional zeros, no ``-0``.
+
+    ``format(value, "f")`` is exact (``Decimal.normalize`` would round to the context's 28 digits).
+
+    >>> _plain_decimal(Decimal("1.2E+3")), _plain_decimal(Decimal("-0.500")), _plain_decimal(Decimal("-0.0"))
+    ('1200', '-0.5', '0')
+    """
+    if value.is_zero():
+        return "0"
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def split_solution(text: str) -> tuple[str | None, str]:
@@ -149,7 +187,13 @@ def problem_from_dict(
     The answer may be a number or a string; a GSM8K-style answer ``"steps ...\\n#### 42"`` is split into
     ``solution`` and ``answer`` (:func:`split_solution`), other answers are normalised with
     :func:`normalize_answer`. Optional keys: ``"solution"`` (used when the answer has no ``####`` part) and
-    ``"difficulty"`` (kept when it is an int). Other keys are ignored.
+    ``"difficulty"`` (kept when it is an int).
+
+    Every key but the question and the id is also kept in ``extra`` with its value as given (``difficulty`` and
+    ``solution`` too, so a reward function reads them as written), and reaches reward functions as a keyword
+    argument, as TRL passes dataset columns. The answer key is replaced there by the canonical answer (the
+    value reward functions get as ``answers``) when it is not ``"answer"``: with ``answer_key="ground_truth"``,
+    ``extra["ground_truth"] == problem.answer``.
 
     Args:
         record: The mapping.
@@ -169,6 +213,7 @@ def problem_from_dict(
         ValueError: A missing key (the message lists the keys present and names the argument to set), an empty
             or non-string question, an answer that is not a string or a finite number (``NaN`` and
             ``Infinity`` are refused), or an empty final answer. The message starts with ``where``.
+        TypeError: A key that is not a string (the message starts with ``where``).
 
     >>> problem_from_dict({"question": "1 + 1?", "answer": 2}, default_id="mine/0").answer
     '2'
@@ -202,20 +247,56 @@ def problem_from_dict(
             solution=solution,
             source=source,
             difficulty=difficulty if isinstance(difficulty, int) and not isinstance(difficulty, bool) else None,
+            extra=_extra_fields(record, question_key, answer_key, "id" if id_key is None else id_key, answer),
         )
-    except ValueError as exc:
-        raise ValueError(f"{prefix}{exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{prefix}{exc}") from None
+
+
+def _extra_fields(record: Mapping[str, Any], question_key: str, answer_key: str, id_key: str, answer: str
+                  ) -> dict[str, Any]:
+    """A record's :attr:`Problem.extra`: every key but the question and the id, the answer key canonical.
+
+    Raises:
+        TypeError: a key that is not a string (it could not be a keyword argument).
+    """
+    bad = [key for key in record if not isinstance(key, str)]
+    if bad:
+        raise TypeError(f"key {bad[0]!r} is not a string: every column name must be a string (reward functions "
+                        f"receive the columns as keyword arguments).")
+    extra = {key: value for key, value in record.items() if key not in (question_key, id_key, answer_key)}
+    if answer_key != "answer":
+        extra[answer_key] = answer
+    return extra
+
+
+def align_extras(problems: list[Problem]) -> list[Problem]:
+    """The problems with the same ``extra`` keys: a key some lack is added to those with the value None.
+
+    So every batch of an env's problems passes the same keyword arguments to reward functions, as the columns of
+    a table do (``datasets.Dataset.from_list`` fills missing keys with None the same way). Keys keep the order of
+    their first appearance.
+
+    >>> a, b = Problem("a", "q?", "1", extra={"x": 1}), Problem("b", "q?", "2", extra={"y": 2})
+    >>> [p.extra for p in align_extras([a, b])]
+    [{'x': 1, 'y': None}, {'x': None, 'y': 2}]
+    """
+    keys = list(dict.fromkeys(key for p in problems for key in p.extra))
+    if all(len(p.extra) == len(keys) for p in problems):  # each holds a subset of keys: same length, same keys
+        return problems
+    return [p if len(p.extra) == len(keys) else replace(p, extra={key: p.extra.get(key) for key in keys})
+            for p in problems]
 
 
 def _answer_parts(raw_answer: Any, answer_key: str, prefix: str) -> tuple[str | None, str]:
-    """``(solution, answer)`` of a record's raw answer (a string or a finite number).
+    """``(solution, answer)`` of a record's raw answer (a string or a finite number, kept exactly).
 
     Raises:
         ValueError: the answer is not a string or a finite number, its final answer is empty, or NaN/infinite.
     """
-    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float)):
+    if isinstance(raw_answer, bool) or not isinstance(raw_answer, (str, int, float, Decimal)):
         raise ValueError(f"{prefix}{answer_key!r} must be a string or a number, got {raw_answer!r}")
-    if isinstance(raw_answer, float) and not math.isfinite(raw_answer):
+    if isinstance(raw_answer, (float, Decimal)) and not _finite(raw_answer):
         raise ValueError(f"{prefix}{answer_key!r} is {raw_answer!r}, which is not a gold answer (NaN equals "
                          f"nothing, so no response could be scored correct). Fix the answer in the data.")
     if isinstance(raw_answer, str):
@@ -245,8 +326,9 @@ def as_problems(
 
     Args:
         dataset: :class:`Problem` objects and/or dicts with a question and an answer (optional ``"solution"``
-            and ``"difficulty"``; see :func:`problem_from_dict`), e.g. the rows of a Hugging Face
-            ``datasets.Dataset`` (:func:`~llm_gym.tasks.sources.hf_problems` checks its columns first).
+            and ``"difficulty"``; every other key is kept in ``extra``; see :func:`problem_from_dict`), e.g. the
+            rows of a Hugging Face ``datasets.Dataset`` (:func:`~llm_gym.tasks.sources.hf_problems` checks its
+            columns first).
         name: What to call the list in error messages (``dataset[3]``).
         question_column: Key of the question text in every dict.
         answer_column: Key of the answer (a string or a number) in every dict.
@@ -256,11 +338,11 @@ def as_problems(
         source: The converted problems' ``source``; None = ``name``.
 
     Returns:
-        The problems, in order.
+        The problems, in order, with the same ``extra`` keys (:func:`align_extras`).
 
     Raises:
         TypeError: ``dataset`` is a string, a single Problem or dict, not iterable, or holds an item that is
-            neither a Problem nor a dict; the message says what to pass.
+            neither a Problem nor a dict (the message says what to pass), or a dict with a non-string key.
         ValueError: A dict that is not a valid problem, e.g. without the question or answer key (the message
             names its index, the keys it has and the argument to set), or two problems with the same id (the
             message names the id and both indices).
@@ -294,4 +376,4 @@ def as_problems(
                              f"every problem its own id.")
         first_index[item.id] = i
         problems.append(item)
-    return problems
+    return align_extras(problems)

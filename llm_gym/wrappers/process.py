@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from llm_gym.envs.multiturn import is_multi_turn
 from llm_gym.rewards.process import ProcessRewardFunction
-from llm_gym.wrappers.reward import _is_multiturn
 
 __all__ = ["ProcessReward"]
 
@@ -38,7 +38,7 @@ class ProcessReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         ValueError: ``env`` is a multi-turn env, or ``delimiter`` is not a non-empty string.
 
     Example:
-        >>> from llm_gym.rewards.process import arithmetic_step_reward
+        >>> from llm_gym.rewards.arithmetic import arithmetic_step_reward
         >>> env = ProcessReward(gym.make("LLMMath-v0"), arithmetic_step_reward)  # doctest: +SKIP
     """
 
@@ -51,7 +51,7 @@ class ProcessReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not callable(scorer):
             raise TypeError(f"ProcessReward: scorer must be a callable scorer(prompts, steps, answers, **fields), "
                             f"got {type(scorer).__name__}.")
-        if _is_multiturn(env):
+        if is_multi_turn(env.observation_space):
             raise ValueError(
                 f"ProcessReward: {type(env.unwrapped).__name__} is a multi-turn env, which has no process "
                 f"supervision (each step is a whole turn and info['step_rewards'] is always []), so the scorer "

@@ -9,8 +9,10 @@ import gymnasium.wrappers
 from gymnasium.envs.registration import EnvSpec
 from stable_baselines3.common.monitor import Monitor
 
+from llm_gym.envs.multiturn import is_multi_turn
+from llm_gym.scoring import PerRowWrapper
 from llm_gym.validation import check_int
-from llm_gym.wrappers.reward import _EpisodeEndTerm, _is_multiturn
+from llm_gym.wrappers.terms import EpisodeEndTerm
 
 __all__ = ["TurnLimit"]
 
@@ -19,7 +21,7 @@ def _check_below(env: gym.Env) -> None:
     """Raise ``ValueError`` when a layer of ``env`` would miss the episode ends that TurnLimit adds."""
     layer = env
     while isinstance(layer, gym.Wrapper):
-        if isinstance(layer, (_EpisodeEndTerm, Monitor)):
+        if isinstance(layer, (EpisodeEndTerm, Monitor)):
             name = type(layer).__name__
             raise ValueError(
                 f"TurnLimit must sit inside {name}, not around it: a {name} below TurnLimit does not see the "
@@ -28,7 +30,7 @@ def _check_below(env: gym.Env) -> None:
         layer = layer.env
 
 
-class TurnLimit(gymnasium.wrappers.TimeLimit):
+class TurnLimit(PerRowWrapper, gymnasium.wrappers.TimeLimit):
     """Truncate a multi-turn episode after ``max_turns`` assistant turns, like gymnasium's ``TimeLimit``.
 
     One step of a :class:`~llm_gym.envs.multiturn.MultiTurnEnv` is one assistant turn, so this is
@@ -66,7 +68,7 @@ class TurnLimit(gymnasium.wrappers.TimeLimit):
 
     def __init__(self, env: gym.Env, max_turns: int):
         gym.utils.RecordConstructorArgs.__init__(self, max_turns=max_turns)
-        if not _is_multiturn(env):
+        if not is_multi_turn(env.observation_space):
             raise ValueError(
                 f"TurnLimit counts the assistant turns of a multi-turn env (MultiTurnEnv: LLMToolMath-v0, "
                 f"LLMGuessNumber-v0), got {type(env.unwrapped).__name__}. Use "
@@ -93,14 +95,8 @@ class TurnLimit(gymnasium.wrappers.TimeLimit):
         self._totals, self._ended = {}, False
         return super().reset(seed=seed, options=options)
 
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Step one turn; truncate when it is the ``max_turns``-th and the env did not end the episode.
-
-        Args:
-            action: One assistant turn, as the env takes it.
-
-        Returns:
-            ``(obs, reward, terminated, truncated, info)``; see the class docstring for the limit's info.
+    def pre_step(self) -> None:
+        """Refuse a step after this wrapper ended the episode (``step`` runs it before the env's step).
 
         Raises:
             RuntimeError: ``step`` after this wrapper ended the episode, before ``reset``.
@@ -109,7 +105,17 @@ class TurnLimit(gymnasium.wrappers.TimeLimit):
             raise RuntimeError(
                 f"TurnLimit: the episode was truncated after {self._max_episode_steps} turns; call reset() "
                 f"before step().")
-        obs, reward, terminated, truncated, info = self.env.step(action)
+
+    def post_step(self, obs: Any, reward: SupportsFloat, terminated: bool, truncated: bool, info: dict[str, Any]
+                  ) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Count the turn; truncate when it is the ``max_turns``-th and the env did not end the episode.
+
+        ``step(action)`` is ``post_step(*env.step(action))`` (after :meth:`pre_step`); a vector env calls it
+        on each sub-env's own wrapper.
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``; see the class docstring for the limit's info.
+        """
         self._elapsed_steps += 1
         for name, value in info.get("reward_components", {}).items():
             self._totals[name] = self._totals.get(name, 0.0) + float(value)

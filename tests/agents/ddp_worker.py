@@ -99,7 +99,7 @@ def run_fsdp_job(mode: str, algo: str, model_dir: str, out: Path) -> dict:
 
     if mode == "fixed_fsdp":
         model = build(algo, model_dir, fsdp=True, **fixed_kwargs(algo))
-        batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
+        batch = fixed_batch(2 * model.rollout_size, model.config.group_size, model.lm.vocab_size)
         n = model.rollout_size
         train_on(model, batch.take(torch.arange(rank() * n, (rank() + 1) * n).numpy()))
         return {"params": full_params(model)}
@@ -135,7 +135,7 @@ def run_job(mode: str, algo: str, model_dir: str, out: Path) -> None:
                   "generated_tokens": model.generated_tokens}
     else:
         model = build(algo, model_dir, **fixed_kwargs(algo))
-        batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
+        batch = fixed_batch(2 * model.rollout_size, model.config.group_size, model.lm.vocab_size)
         n = model.rollout_size
         train_on(model, batch.take(torch.arange(rank() * n, (rank() + 1) * n).numpy()))
         result = {"params": [p.detach().clone() for p in model.policy.parameters()]}

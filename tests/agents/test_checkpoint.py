@@ -13,7 +13,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents import DAPO, GRPO, PPO, LLMAlgorithm
-from agents.common.checkpoint import META, PickledCheckpointError
+from agents.common.checkpoint import META, CheckpointError, PickledCheckpointError
 
 
 def text_reward(prompts, responses, answers, **fields):
@@ -77,7 +77,7 @@ def test_checkpoint_is_json_and_weights_only(make_env, tmp_path):
 
 def test_wrong_class_names_both(make_env, tmp_path):
     GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, device="cpu").save(tmp_path / "g.zip")
-    with pytest.raises(ValueError, match=r"holds a GRPO checkpoint, not a PPO one: load it with GRPO\.load"):
+    with pytest.raises(ValueError, match=r"holds a GRPO checkpoint .*, not a PPO one: load it with GRPO\.load"):
         PPO.load(tmp_path / "g.zip", env=make_env(), device="cpu")
 
 
@@ -113,7 +113,7 @@ def test_code_in_a_checkpoint_never_runs(make_env, tmp_path):
                 torch.save({"x": _SideEffect(str(marker))}, buffer, pickle_protocol=pickle.HIGHEST_PROTOCOL)
                 data = buffer.getvalue()
             dst.writestr(name, data)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match=r"policy\.pt: refused by torch\.load\(weights_only=True\).*Nothing in it was run"):
         GRPO.load(evil, env=make_env(), device="cpu")
     assert not marker.exists()
 
@@ -124,3 +124,35 @@ def test_stale_tmp_from_a_killed_save_is_replaced(make_env, tmp_path):
     GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, device="cpu").save(tmp_path / "m")
     assert not stale.exists() and zipfile.is_zipfile(tmp_path / "m.zip")
     assert os.listdir(tmp_path) == ["m.zip"]
+
+
+def test_load_keywords_change_the_saved_config(make_env, tmp_path):
+    """SB3's ``load(path, env, **kwargs)``: config fields (validated) and SB3's plain arguments; the model is
+    built with the changed config, so ``beta > 0`` gets its reference model."""
+    model = DAPO("LLMPolicy", make_env(max_new_tokens=8), n_prompts=1, group_size=2, seed=3, device="cpu")
+    model.save(tmp_path / "m")
+    assert model.config.beta == 0.0 and model.ref_policy is None
+    loaded = DAPO.load(tmp_path / "m", env=make_env(max_new_tokens=8), device="cpu", beta=0.1, ent_coef=0.01,
+                       verbose=1, custom_objects={"clip_range": 0.25})
+    assert loaded.config == model.config.replace(beta=0.1, ent_coef=0.01, clip_range=0.25)
+    assert loaded.ref_policy is not None and loaded.verbose == 1
+    with pytest.raises(TypeError, match="clip_rnage"):
+        DAPO.load(tmp_path / "m", env=make_env(max_new_tokens=8), device="cpu", clip_rnage=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        DAPO.load(tmp_path / "m", env=make_env(max_new_tokens=8), device="cpu", beta=-1.0)
+
+
+def test_trusted_sb3_zips_put_their_fields_in_the_config(make_env, tmp_path):
+    """SB3's own load writes saved attributes, ``custom_objects`` and keywords into ``__dict__``; they end up in
+    ``model.config``, also from a zip saved when every field was an attribute."""
+    model = GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, clip_range=0.3, device="cpu")
+    BaseAlgorithm.save(model, tmp_path / "sb3.zip")
+    trusted = GRPO.load(tmp_path / "sb3.zip", env=make_env(), device="cpu", trust_pickle=True,
+                        custom_objects={"learning_rate": 0.5}, ent_coef=0.01)
+    assert trusted.config == model.config.replace(learning_rate=0.5, ent_coef=0.01)
+    assert trusted.lr_schedule(1.0) == 0.5 and not set(vars(trusted)) & set(model.config.to_dict())
+
+    model.__dict__.update(model.config.to_dict())  # the attributes of a zip saved before the config was held once
+    BaseAlgorithm.save(model, tmp_path / "legacy.zip", exclude=["config"])
+    legacy = GRPO.load(tmp_path / "legacy.zip", env=make_env(), device="cpu", trust_pickle=True)
+    assert legacy.config == model.config and legacy.rollout_size == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import inspect
@@ -135,8 +136,61 @@ def test_train_flags_come_from_the_config():
     assert "(default: 0.0003" in help_text and "(default: sequence)" in help_text
 
 
-def test_config_property_round_trips(make_env):
+def test_the_resolved_config_is_the_one_held(make_env):
     model = DAPO("LLMPolicy", make_env(), n_prompts=2, group_size=2, clip_range_high=0.3, device="cpu")
     assert model.config.clip_range_high == 0.3 and model.config.overlong_buffer == 2  # 20 % of 12 tokens
     assert model.config == DAPO.default_config().replace(n_prompts=2, group_size=2, clip_range_high=0.3,
                                                          overlong_buffer=2)
+
+
+def test_the_config_is_held_once_and_read_by_the_loss(make_env, monkeypatch):
+    """One object, not attributes rebuilt on access: the same instance reaches every micro-batch's loss."""
+    import agents.common.update as update
+
+    model = GRPO("LLMPolicy", make_env(reward_fn=text_len_reward), n_prompts=2, group_size=2, micro_batch_size=2,
+                 learning_rate=1e-3, seed=0, device="cpu")
+    assert model.config is model.config and model.learning_rate is model.config.learning_rate
+    assert not set(vars(model)) & set(AlgorithmConfig.field_names())  # no field copied onto the model
+    seen = []
+    real = update.compute_loss
+    monkeypatch.setattr(update, "compute_loss", lambda cfg, *a, **k: seen.append(cfg) or real(cfg, *a, **k))
+    model.learn(4)
+    assert len(seen) == 2 and all(cfg is model.config for cfg in seen)  # two micro-batches of 2
+
+
+def test_config_fields_are_not_model_attributes(make_env):
+    model = GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, device="cpu")
+    with pytest.raises(AttributeError):
+        model.beta  # noqa: B018 - the read is the test
+    with pytest.raises(AttributeError, match=r"model\.config = model\.config\.replace\(beta=\.\.\.\)"):
+        model.beta = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.config.beta = 0.0
+    assert model.config.beta == 0.04
+
+
+def test_a_new_config_is_validated_and_kept(make_env):
+    model = GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, device="cpu")
+    before = model.config
+    with pytest.raises(ValueError, match="clip_range"):
+        model.config = model.config.replace(clip_range=-1.0)
+    with pytest.raises(TypeError, match="AlgorithmConfig"):
+        model.config = before.to_dict()
+    assert model.config is before
+    model.config = model.config.replace(beta=0.1, reward_threshold=0.5)
+    assert (model.config.beta, model.config.reward_threshold) == (0.1, 0.5)
+    for change in ({"temperature": 0.5}, {"beta": 0.0}, {"ent_coef": 0.01}, {"mixed_precision": "bf16"}):
+        with pytest.raises(ValueError, match=f"{next(iter(change))}: the model was built with the previous value"):
+            model.config = model.config.replace(**change)  # the policy / reference model were built from it
+    assert model.config.beta == 0.1 and model.ref_policy is not None
+
+
+def test_learning_rate_is_sb3s_attribute_and_a_view_of_the_config(make_env):
+    model = GRPO("LLMPolicy", make_env(), n_prompts=1, group_size=2, learning_rate=1e-3, device="cpu")
+    assert model.lr_schedule(1.0) == 1e-3
+    model.learning_rate = 5e-4  # SB3 users set it on the model: it updates the config and the schedule
+    assert model.config.learning_rate == 5e-4 and model.lr_schedule(1.0) == 5e-4
+    model.config = model.config.replace(learning_rate=2e-4)
+    assert model.learning_rate == 2e-4 and model.lr_schedule(1.0) == 2e-4
+    with pytest.raises(ValueError, match="learning_rate"):
+        model.learning_rate = -1.0

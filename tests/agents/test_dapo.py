@@ -78,20 +78,20 @@ def force_eos(monkeypatch, model, lengths: dict[int, int]):
 
 def test_defaults_match_the_paper(make_env):
     model, _ = make_dapo(make_env, text_hash_reward)
-    assert model.clip_range == 0.2 and model.clip_range_high == 0.28
-    assert model.beta == 0.0 and model.ref_policy is None
-    assert model.loss_aggregation == "token-mean"
-    assert model.dynamic_sampling is True and model.max_sampling_rounds == 4
-    assert model.overlong_buffer == 2 and model.overlong_penalty_factor == 1.0  # round(0.2 * 12)
-    assert model.mask_truncated is False and model.importance_sampling_level == "token"
-    assert make_dapo(make_env, text_hash_reward, max_new_tokens=8)[0].overlong_buffer == 2  # round(1.6)
-    assert make_dapo(make_env, text_hash_reward, max_new_tokens=20)[0].overlong_buffer == 4
+    assert model.config.clip_range == 0.2 and model.config.clip_range_high == 0.28
+    assert model.config.beta == 0.0 and model.ref_policy is None
+    assert model.config.loss_aggregation == "token-mean"
+    assert model.config.dynamic_sampling is True and model.config.max_sampling_rounds == 4
+    assert model.config.overlong_buffer == 2 and model.config.overlong_penalty_factor == 1.0  # round(0.2 * 12)
+    assert model.config.mask_truncated is False and model.config.importance_sampling_level == "token"
+    assert make_dapo(make_env, text_hash_reward, max_new_tokens=8)[0].config.overlong_buffer == 2  # round(1.6)
+    assert make_dapo(make_env, text_hash_reward, max_new_tokens=20)[0].config.overlong_buffer == 4
 
 
 def test_dynamic_sampling_keeps_the_first_groups_with_mixed_rewards(make_env, recwarn):
     model, env = make_dapo(make_env, odd_answer_reward, overlong_buffer=0, max_sampling_rounds=10)
     model.learn(8)
-    n, g = model.rollout_size, model.group_size
+    n, g = model.rollout_size, model.config.group_size
     steps = env.steps
     assert len(steps) % n == 0 and model.num_timesteps == len(steps)
     rewards = np.array([s["reward"] for s in steps])
@@ -100,7 +100,8 @@ def test_dynamic_sampling_keeps_the_first_groups_with_mixed_rewards(make_env, re
     mixed = informative_groups(rewards, g)[::g]
     rounds = len(steps) // n
     # Sampling stopped at the first round that completed n_prompts mixed groups.
-    assert mixed.sum() >= model.n_prompts and mixed[: (rounds - 1) * model.n_prompts].sum() < model.n_prompts
+    n_prompts = model.config.n_prompts
+    assert mixed.sum() >= n_prompts and mixed[: (rounds - 1) * n_prompts].sum() < n_prompts
     assert (~mixed).sum() >= 1, "seed gives no all-equal group: the filter is not exercised"
 
     stats = model._rollout_stats
@@ -109,13 +110,13 @@ def test_dynamic_sampling_keeps_the_first_groups_with_mixed_rewards(make_env, re
     assert stats["rollout/dropped_groups"] == (~mixed).sum()
 
     # The buffer holds exactly the first n_prompts mixed groups, in order, with their env rewards.
-    kept = [grp for grp, m in zip(groups, mixed, strict=True) if m][: model.n_prompts]
+    kept = [grp for grp, m in zip(groups, mixed, strict=True) if m][: model.config.n_prompts]
     s = model.rollout_buffer.samples
     assert s.n_sequences == n
     torch.testing.assert_close(s.rewards, torch.tensor([x["reward"] for grp in kept for x in grp]))
     assert model.lm.decode(s.response_ids, s.response_mask) == [x["text"] for grp in kept for x in grp]
     assert s.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    for k in range(model.n_prompts):
+    for k in range(model.config.n_prompts):
         rows = slice(k * g, (k + 1) * g)
         assert s.rewards[rows].max() > s.rewards[rows].min()
         assert (s.prompt_ids[rows] == s.prompt_ids[k * g]).all()
@@ -213,8 +214,8 @@ def test_save_load_keeps_the_dapo_settings(make_env, tmp_path):
                          overlong_penalty_factor=0.5, mask_truncated=True, dynamic_sampling=False)
     model.save(tmp_path / "dapo")
     loaded = DAPO.load(tmp_path / "dapo", env=make_env(reward_fn=text_hash_reward, max_new_tokens=T), device="cpu")
-    assert (loaded.clip_range, loaded.clip_range_high, loaded.max_sampling_rounds) == (0.2, 0.3, 7)
-    assert (loaded.overlong_buffer, loaded.overlong_penalty_factor) == (5, 0.5)
-    assert loaded.mask_truncated is True and loaded.dynamic_sampling is False
-    assert loaded.loss_aggregation == "token-mean" and loaded.beta == 0.0 and loaded.ref_policy is None
+    assert (loaded.config.clip_range, loaded.config.clip_range_high, loaded.config.max_sampling_rounds) == (0.2, 0.3, 7)
+    assert (loaded.config.overlong_buffer, loaded.config.overlong_penalty_factor) == (5, 0.5)
+    assert loaded.config.mask_truncated is True and loaded.config.dynamic_sampling is False
+    assert loaded.config.loss_aggregation == "token-mean" and loaded.config.beta == 0.0 and loaded.ref_policy is None
     assert torch.equal(flat_params(loaded), flat_params(model))

@@ -60,8 +60,8 @@ def single_process_update(algo: str, model_dir) -> tuple[list[torch.Tensor], tor
     (both ranks' rows)."""
     model = build(algo, str(model_dir), **fixed_kwargs(algo))
     initial = [p.detach().clone() for p in model.policy.parameters()]
-    batch = fixed_batch(2 * model.rollout_size, model.group_size, model.lm.vocab_size)
-    model.n_prompts *= 2  # one process holds both ranks' rows
+    batch = fixed_batch(2 * model.rollout_size, model.config.group_size, model.lm.vocab_size)
+    model.config = model.config.replace(n_prompts=2 * model.config.n_prompts)  # one process holds both ranks' rows
     train_on(model, batch)
     delta = torch.cat([(p.detach() - i).flatten() for p, i in zip(model.policy.parameters(), initial, strict=True)])
     return initial, delta

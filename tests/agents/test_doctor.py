@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.common.doctor import (
     KINDS,
@@ -85,6 +87,48 @@ def test_zero_variance_streak_resets_on_a_mixed_rollout():
     values = [1.0, 1.0, 0.75, 1.0, 1.0, 1.0]
     assert run(doctor, with_key(6, "rollout/zero_std_groups", values)) == {6: ["zero_variance"]}
     assert doctor.counters["doctor/zero_variance"] == 1.0
+
+
+def test_zero_variance_does_not_apply_to_one_response_per_prompt():
+    """PPO (group_size=1): every "group" has std 0 by construction, so rollout/zero_std_groups is always 1.0;
+    that is no warning, no count and no streak. With G = 2, or G unknown, the same metrics warn at iteration 3."""
+    sequence = with_key(6, "rollout/zero_std_groups", 1.0)
+    doctor = TrainingDoctor()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingDoctorWarning)
+        for i, metrics in enumerate(sequence, 1):
+            assert doctor.update(metrics, i, group_size=1) == []
+    assert doctor.counters["doctor/zero_variance"] == doctor.counters["doctor/zero_variance_streak"] == 0.0
+    for group_size in (2, None):
+        doctor = TrainingDoctor()
+        raised = {}
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            for i, metrics in enumerate(sequence, 1):
+                if messages := doctor.update(metrics, i, group_size=group_size):
+                    raised[i] = messages
+        assert list(raised) == [3] and "[zero_variance]" in raised[3][0]
+        assert doctor.counters["doctor/zero_variance"] == 4.0  # iterations 3, 4, 5, 6
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "4"])
+def test_update_rejects_a_bad_group_size(bad):
+    with pytest.raises(ValueError, match=r"group_size must be an int >= 1"):
+        TrainingDoctor().update({}, 1, group_size=bad)
+
+
+def test_learn_loop_passes_the_config_group_size():
+    """The learn loop gives the doctor its config's group_size (so PPO's G = 1 reaches the check)."""
+    from types import SimpleNamespace
+
+    from agents.common.loop import LearnLoop
+
+    seen = {}
+    fake = SimpleNamespace(_rollout_stats={"rollout/zero_std_groups": 1.0}, _train_stats={}, ep_info_buffer=[],
+                           config=SimpleNamespace(group_size=1),
+                           doctor=SimpleNamespace(update=lambda metrics, iteration, **kw: seen.update(kw)))
+    LearnLoop._consult_doctor(fake, 1)
+    assert seen == {"group_size": 1}
 
 
 def test_zero_variance_message_says_loss_is_zero_and_the_fixes():
@@ -197,12 +241,54 @@ def test_grad_norm_spike_warns_once_and_counts_each_spike():
     assert doctor.counters["doctor/grad_norm_spike"] == 2.0
 
 
-def test_grad_norm_needs_history_and_skips_all_zero_variance_rollouts():
+def test_grad_norm_short_history_needs_factor_squared_and_regimes_do_not_mix():
+    """Before 5 known norms only a jump above 10**2 = 100x the largest known norm warns (50 = 100 x 0.5 does
+    not, 50.5 does); a KL-only rollout's tiny norms are not the baseline of the next informative update."""
     doctor = TrainingDoctor()
-    assert run(doctor, with_key(4, "train/grad_norm", [0.5, 0.5, 0.5, 50.0])) == {}  # < 5 known norms
+    assert run(doctor, with_key(4, "train/grad_norm", [0.5, 0.5, 0.5, 50.0])) == {}  # exactly 100x: not above
+    doctor = TrainingDoctor()
+    assert run(doctor, with_key(4, "train/grad_norm", [0.5, 0.5, 0.5, 50.5])) == {4: ["grad_norm_spike"]}
     kl_only = [healthy(i) | {"rollout/zero_std_groups": 1.0, "train/grad_norm": 0.001} for i in range(1, 3)]
     doctor = TrainingDoctor(DoctorConfig(zero_std_patience=100, grad_norm_min_history=1))
     assert run(doctor, [*kl_only, healthy(3) | {"train/grad_norm": 0.5}]) == {}
+
+
+# Issue 27: a 1000x spike gave no warning when every group's rewards were equal (the check skipped the whole
+# KL-only regime, and PPO's group_size=1 is always "all equal") or in the first 5 updates.
+@settings(max_examples=200, deadline=None)
+@given(base=st.floats(1e-3, 1e3), n_before=st.integers(1, 30), zero_std=st.sampled_from([0.0, 0.5, 1.0]),
+       group_size=st.sampled_from([None, 1, 2, 8]), noise=st.lists(st.floats(0.8, 1.2), min_size=30, max_size=30))
+def test_a_1000x_grad_norm_spike_always_warns(base, n_before, zero_std, group_size, noise):
+    """Any level, any history length, either regime, any group size: noisy norms (+-20 %) are quiet, and a norm
+    1000x the level warns at that update."""
+    doctor = TrainingDoctor(DoctorConfig(ignore=("zero_variance",)))
+    norms = [base * noise[i] for i in range(n_before)] + [1000.0 * base]
+    raised = {}
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        for i, norm in enumerate(norms, 1):
+            metrics = {"rollout/zero_std_groups": zero_std, "train/grad_norm": norm}
+            if messages := doctor.update(metrics, i, group_size=group_size):
+                raised[i] = [re.search(r"\[(\w+)\]", m).group(1) for m in messages]
+    assert raised == {len(norms): ["grad_norm_spike"]}
+
+
+def test_growing_kl_only_gradient_below_grad_norm_min_is_quiet():
+    """The seeded tiny GRPO runs: every reward equal, the KL gradient grows from exactly 0 (policy = reference):
+    0 -> 4.2e-6 -> 0.0176 is a 4000x jump, but below grad_norm_min=0.1 it is not a spike; 0.2 after it is."""
+    sequence = [{"rollout/zero_std_groups": 1.0, "train/grad_norm": v} for v in (0.0, 4.2e-6, 0.0176)]
+    assert run(TrainingDoctor(DoctorConfig(ignore=("zero_variance",))), sequence) == {}
+    doctor = TrainingDoctor(DoctorConfig(ignore=("zero_variance",), grad_norm_min=0.001))
+    assert run(doctor, sequence) == {3: ["grad_norm_spike"]}  # 0.0176 > 100 x 4.2e-6
+
+
+def test_kl_only_spike_message_names_the_regime():
+    doctor = TrainingDoctor(DoctorConfig(ignore=("zero_variance",)))
+    for i in range(1, 6):
+        doctor.update({"rollout/zero_std_groups": 1.0, "train/grad_norm": 0.01}, i, group_size=4)
+    with pytest.warns(UserWarning, match=r"train/grad_norm = 10 is 1000\.0x the running median 0\.01 of the last 5 "
+                                         r"KL-only updates"):
+        doctor.update({"rollout/zero_std_groups": 1.0, "train/grad_norm": 10.0}, 6, group_size=4)
 
 
 def test_grad_norm_message_has_median_and_factor():
@@ -268,7 +354,7 @@ def test_ignore_silences_one_kind():
 @pytest.mark.parametrize(("field", "value"), [
     ("zero_std_patience", 0), ("zero_std_patience", 2.5), ("entropy_floor", -1.0), ("kl_max", math.nan),
     ("truncated_max", 1.5), ("clip_fraction_max", 0.0), ("grad_norm_factor", 1.0), ("kl_growth_factor", math.inf),
-    ("hack_window", True), ("ignore", ("no_such_kind",)), ("grad_norm_min_history", 50),
+    ("hack_window", True), ("ignore", ("no_such_kind",)), ("grad_norm_min_history", 50), ("grad_norm_min", 0.0),
 ])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

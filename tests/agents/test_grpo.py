@@ -67,7 +67,7 @@ def test_save_load_gives_identical_predictions_and_weights(make_env, tmp_path):
     assert (tmp_path / "grpo.zip").is_file() and not (tmp_path / "grpo.zip.tmp").exists()
     env = make_env(reward_fn=digit_reward, max_new_tokens=8)
     loaded = GRPO.load(tmp_path / "grpo", env=env, device="cpu")
-    assert loaded.n_prompts == 2 and loaded.group_size == 4 and loaded.learning_rate == 1e-3
+    assert loaded.config.n_prompts == 2 and loaded.config.group_size == 4 and loaded.config.learning_rate == 1e-3
     for (name, a), b in zip(model.policy.model.named_parameters(), loaded.policy.model.parameters(), strict=True):
         assert torch.equal(a, b), name
     obs, _ = env.reset(options={"problem_id": 3})

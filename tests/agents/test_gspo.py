@@ -59,10 +59,11 @@ def samples(response_mask, advantages, rewards=None) -> RolloutSamples:
 
 def test_gspo_defaults_and_levels(make_env):
     model = make(GSPO, make_env)
-    assert (model.clip_range, model.clip_range_high) == (3e-4, 4e-4)
-    assert model.beta == 0.0 and model.ref_policy is None
-    assert model.importance_sampling_level == "sequence" and model.loss_aggregation == "seq-mean-token-mean"
-    assert make(GSPO, make_env, importance_sampling_level="sequence-token").importance_sampling_level == (
+    cfg = model.config
+    assert (cfg.clip_range, cfg.clip_range_high) == (3e-4, 4e-4)
+    assert cfg.beta == 0.0 and model.ref_policy is None
+    assert cfg.importance_sampling_level == "sequence" and cfg.loss_aggregation == "seq-mean-token-mean"
+    assert make(GSPO, make_env, importance_sampling_level="sequence-token").config.importance_sampling_level == (
         "sequence-token")
     for level in ("token", "seq"):
         with pytest.raises(ValueError, match="importance_sampling_level"):
@@ -131,13 +132,15 @@ def test_gspo_loss_clips_whole_sequences(make_env):
     torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-5)
     assert float(stats["clip_fraction"]) == pytest.approx(4 / 9)
 
-    gspo.importance_sampling_level = "sequence-token"  # same value and, with sequence advantages, same gradient
+    gspo.config = gspo.config.replace(importance_sampling_level="sequence-token")  # same value and gradient
     loss_token, _, grad_token = run(gspo)
     assert loss_token.item() == pytest.approx(loss.item(), abs=1e-6)
     torch.testing.assert_close(grad_token, expected, atol=1e-6, rtol=1e-5)
 
-    gspo.importance_sampling_level = "token"  # GRPO with the same ranges: token 0 of row 1 is clipped alone
-    _, _, grad_grpo = run(gspo)
+    with pytest.raises(ValueError, match="importance_sampling_level"):  # the preset's check guards the config
+        gspo.config = gspo.config.replace(importance_sampling_level="token")
+    grpo = make(GRPO, make_env, clip_range=3e-4, clip_range_high=4e-4, beta=0.0)
+    _, _, grad_grpo = run(grpo)  # GRPO with the same ranges: token 0 of row 1 is clipped alone
     assert grad_grpo[1, 0] == 0 and (grad_grpo[1, 1:3] != 0).all()
     assert grad_grpo[0, 1] != 0 and grad_grpo[0, 0] == 0  # row 0: only its tokens with ratio > 1 + 4e-4
 
@@ -146,8 +149,8 @@ def test_gspo_save_load_keeps_the_level(make_env, tmp_path):
     model = make(GSPO, make_env, importance_sampling_level="sequence-token", clip_range=1e-3)
     model.save(tmp_path / "gspo")
     loaded = GSPO.load(tmp_path / "gspo", env=make_env(reward_fn=text_hash_reward, max_new_tokens=8), device="cpu")
-    assert loaded.importance_sampling_level == "sequence-token"
-    assert (loaded.clip_range, loaded.clip_range_high) == (1e-3, 4e-4)
+    assert loaded.config.importance_sampling_level == "sequence-token"
+    assert (loaded.config.clip_range, loaded.config.clip_range_high) == (1e-3, 4e-4)
 
 
 # ---------------------------------------------------------------- Online RFT
@@ -155,10 +158,10 @@ def test_gspo_save_load_keeps_the_level(make_env, tmp_path):
 
 def test_rft_advantages_are_the_correctness_indicator(make_env):
     model = make(OnlineRFT, make_env)
-    assert model.beta == 0.0 and model.ref_policy is None and model.reward_threshold == 1.0
+    assert model.config.beta == 0.0 and model.ref_policy is None and model.config.reward_threshold == 1.0
     b = samples(torch.ones(5, 2), torch.zeros(5, 2), rewards=torch.tensor([1.0, 0.0, 0.5, 2.0, 0.999]))
     assert model._advantages(b)[0][:, 0].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]  # (N, T): the same on every token
-    model.reward_threshold = 0.5
+    model.config = model.config.replace(reward_threshold=0.5)
     assert model._advantages(b)[0].tolist() == [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
 
 

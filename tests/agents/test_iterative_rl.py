@@ -13,7 +13,7 @@ from stable_baselines3.common.logger import configure
 import agents.common.callbacks as callbacks_module
 from agents import GRPO
 from agents.common.callbacks import IterativeRewardModelCallback
-from llm_gym.rewards.models import (
+from llm_gym.reward_models import (
     ProcessRewardModelScorer,
     RewardModelScorer,
     build_tiny_reward_backbone,
@@ -149,7 +149,7 @@ def test_process_reward_model_gets_step_labels(make_env, reward_backbone, train_
 
 
 def test_invalid_settings_name_the_argument(outcome_scorer):
-    with pytest.raises(ValueError, match="every_n_rollouts >= 1"):
+    with pytest.raises(ValueError, match="every_n_rollouts must be an integer >= 1"):
         IterativeRewardModelCallback(outcome_scorer, every_n_rollouts=0)
-    with pytest.raises(ValueError, match="replay_fraction=0.1"):
+    with pytest.raises(ValueError, match=r"replay_fraction must be a finite number in \[0, 1\).*replay_fraction=0\.1"):
         IterativeRewardModelCallback(outcome_scorer, replay_fraction=1.0)

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.monitor import Monitor
 
 import llm_gym
 from agents import ALGORITHMS, GRPO, PPO
@@ -193,7 +194,7 @@ def test_ppo_gae_runs_over_assistant_tokens_with_rewards_at_turn_ends(guess_vec_
         on = s.response_mask[i].bool()
         # the env's tokens removed: a plain single-sequence GAE over the assistant tokens, rewards at turn ends
         _, returns = gae(s.token_rewards[i][on][None], s.values[i][on][None], torch.ones(1, int(on.sum())),
-                         model.gamma, model.gae_lambda)
+                         model.config.gamma, model.config.gae_lambda)
         # PPO whitens the advantages over the batch: the returns (the critic's targets) are compared
         assert torch.allclose(s.returns[i][on], returns[0], atol=1e-5)
         assert (s.returns[i][~on] == 0).all() and (s.advantages[i][~on] == 0).all()
@@ -268,10 +269,11 @@ def test_a_single_env_from_gym_make_is_batched(tiny_model_dir):
     env = gym.make("LLMGuessNumber-v0", model=str(tiny_model_dir), **GUESS)
     model = GRPO("LLMPolicy", env, n_prompts=2, group_size=2, seed=0)
     assert isinstance(model.env, GroupVecEnv) and model.env.num_envs == 4
-    assert model.env.envs[0].env is env  # the user's env is the first copy (in a Monitor)
+    assert model.env.envs[0] is env  # the user's env is the first copy (Monitor's statistics: at the vector level)
+    assert model.env.env_is_wrapped(Monitor) == [True] * 4
     limited = GRPO("LLMPolicy", TurnLimit(gym.make("LLMGuessNumber-v0", model=str(tiny_model_dir), **GUESS), 2),
                    n_prompts=2, group_size=2, seed=0)  # a wrapper that records its arguments is rebuilt
-    assert limited.env.num_envs == 4 and all(isinstance(e.env, TurnLimit) for e in limited.env.envs)
+    assert limited.env.num_envs == 4 and all(isinstance(e, TurnLimit) for e in limited.env.envs)
     class Plain(gym.Wrapper):  # does not record its arguments: a spec cannot rebuild it
         pass
 

@@ -109,3 +109,72 @@ def test_nan_loss_raises_and_leaves_no_gradient(make_env, monkeypatch):
         model.learn(4)
     assert_unchanged(model, before)
     assert all(p.grad is None for p in model.policy.parameters())
+
+
+# ---------------------------------------------------------------------------------------- weights never leave a run
+def first_trainable(model):
+    return next((n, p) for n, p in model.policy.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("mode", ["raise", "skip"])
+def test_a_step_that_makes_the_weights_nonfinite_raises_naming_the_parameter(make_env, mode):
+    """A NaN in the optimizer state passes every pre-step check (finite loss, finite gradient), and the step
+    writes NaN into the weights: ``learn`` used to return normally with them. Now the fused check after the
+    step raises in both modes (an applied step cannot be skipped) and names the parameter."""
+    model = make(make_env, beta=0.0, on_nonfinite=mode)
+    model.learn(4)  # AdamW state exists now
+    name, param = first_trainable(model)
+    model.policy.optimizer.state[param]["exp_avg"].view(-1)[0] = math.nan
+    with pytest.raises(NonFiniteError, match=rf"Non-finite updated weights .*{name}.*step was applied"):
+        model.learn(4, reset_num_timesteps=False)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("mode", ["raise", "skip"])
+def test_save_refuses_nonfinite_weights_and_load_refuses_them(make_env, tmp_path, mode):
+    from agents.common.checkpoint import CheckpointError
+
+    model = make(make_env, beta=0.0, on_nonfinite=mode)
+    name, param = first_trainable(model)
+    with torch.no_grad():
+        param.view(-1)[0] = math.inf
+    with pytest.raises(NonFiniteError):  # even in skip mode: sampling from such weights cannot be skipped
+        model.learn(4)
+    with pytest.raises(NonFiniteError, match=rf"save\(.*refused: policy\.pt key '{name}'.*allow_nonfinite=True"):
+        model.save(tmp_path / "bad")
+    assert not list(tmp_path.iterdir())  # nothing written
+    model.save(tmp_path / "bad", allow_nonfinite=True)
+    with pytest.raises(CheckpointError, match=rf"bad\.zip: policy\.pt, key '{name}': holds NaN or infinity"):
+        GRPO.load(tmp_path / "bad", env=make_env(reward_fn=text_reward), device="cpu")
+    loaded = GRPO.load(tmp_path / "bad", env=make_env(reward_fn=text_reward), device="cpu", allow_nonfinite=True)
+    assert not bool(torch.isfinite(dict(loaded.policy.named_parameters())[name]).all())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_issue_repro_nan_in_a_saved_exp_avg(make_env, tmp_path):
+    """Issue 27's repro: NaN in one ``exp_avg`` entry of a saved ``optimizer.pt``, load, ``learn(4)``."""
+    import io
+    import zipfile
+
+    from agents.common.checkpoint import CheckpointError
+
+    model = make(make_env, beta=0.0)
+    model.learn(4)
+    model.save(tmp_path / "ok")
+    with zipfile.ZipFile(tmp_path / "ok.zip") as src, zipfile.ZipFile(tmp_path / "nan.zip", "w") as dst:
+        for member in src.namelist():
+            data = src.read(member)
+            if member == "optimizer.pt":
+                state = torch.load(io.BytesIO(data), weights_only=True)
+                state["state"][0]["exp_avg"].view(-1)[0] = math.nan
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                data = buffer.getvalue()
+            dst.writestr(member, data)
+    env = make_env(reward_fn=text_reward)
+    with pytest.raises(CheckpointError, match=r"nan\.zip: optimizer\.pt, key 'state\.0\.exp_avg': holds NaN"):
+        GRPO.load(tmp_path / "nan", env=env, device="cpu")
+    loaded = GRPO.load(tmp_path / "nan", env=env, device="cpu", allow_nonfinite=True)
+    with pytest.raises(NonFiniteError, match="Non-finite updated weights"):
+        loaded.learn(4, reset_num_timesteps=False)

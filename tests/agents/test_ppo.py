@@ -214,7 +214,7 @@ def test_save_load_restores_the_value_head(make_env, tmp_path):
     model.save(tmp_path / "ppo")
     env = make_env(reward_fn=digit_reward, max_new_tokens=8)
     loaded = PPO.load(tmp_path / "ppo", env=env, device="cpu")
-    assert loaded.vf_coef == 0.1 and loaded.clip_range_vf == 0.2 and loaded.policy.critic is not None
+    assert loaded.config.vf_coef == 0.1 and loaded.config.clip_range_vf == 0.2 and loaded.policy.critic is not None
     a_state, b_state = model.policy.state_dict(), loaded.policy.state_dict()
     assert a_state.keys() == b_state.keys()
     assert all(torch.equal(a_state[k], b_state[k]) for k in a_state)

@@ -181,7 +181,7 @@ def test_grpo_process_advantages_from_env_step_rewards(make_env, monkeypatch) ->
     model.learn(6)
     s = model.rollout_buffer.samples
     assert s.step_mask is not None and int(s.step_mask.sum()) > s.response_mask.shape[0]  # steps beyond the last
-    torch.testing.assert_close(s.advantages, expected_process_advantages(model, model.eps), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s.advantages, expected_process_advantages(model, model.config.eps), rtol=1e-5, atol=1e-5)
 
 
 def test_grpo_process_credit_min_reaches_the_advantages(make_env, monkeypatch) -> None:
@@ -193,8 +193,8 @@ def test_grpo_process_credit_min_reaches_the_advantages(make_env, monkeypatch) -
     spaces_every_third_token(monkeypatch, model)
     model.learn(6)
     s = model.rollout_buffer.samples
-    summed = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.eps)
-    least = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.eps,
+    summed = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.config.eps)
+    least = process_group_normalized(s.token_rewards, s.step_mask, s.group_ids, s.response_mask, eps=model.config.eps,
                                      credit="min")
     torch.testing.assert_close(s.advantages, least.to(s.advantages.dtype))
     assert not torch.allclose(least, summed)  # the test can tell the two apart on this rollout

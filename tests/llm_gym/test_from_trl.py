@@ -24,7 +24,8 @@ def accuracy(completions, answer, **kwargs):
 
 def solution_reward(prompts, completions, completion_ids, solution, problem_id, trainer_state, **kwargs):
     """Every named TRL argument; ``None`` (no opinion) for a completion without ``=``."""
-    assert trainer_state is None and callable(kwargs["log_extra"]) and callable(kwargs["log_metric"])
+    assert trainer_state is None or trainer_state.global_step == 0  # None on a direct call; the env's state
+    assert callable(kwargs["log_extra"]) and callable(kwargs["log_metric"])
     kwargs["log_metric"]("seen", len(completions))  # a no-op outside TRL
     return [None if "=" not in c else float(c.split("=")[-1].strip() in s) + 0.01 * len(p) + 0.001 * len(pid)
             for p, c, s, pid in zip(prompts, completions, solution, problem_id, strict=True)]
@@ -87,13 +88,13 @@ def test_as_an_env_reward_through_score_batch(make_env):
 def test_a_trl_library_reward_that_reads_completion_ids(make_env):
     trl_rewards = pytest.importorskip("trl.rewards")
     punish = trl_rewards.get_soft_overlong_punishment(max_completion_len=10, soft_punish_cache=4)
-    env = make_env(max_new_tokens=T, reward_fn=from_trl(punish))
-    with pytest.raises(RewardFunctionError, match="soft_overlong_punishment_reward"):
-        env.score_batch([0], action(env.lm, "abc")[None])  # without a tokenizer there are no completion_ids
+    texts = ["abc", "abcdefgh", "abcdefghijklmno"]  # 3, 8 and 15 characters
+    env = make_env(max_new_tokens=T, reward_fn=from_trl(punish))  # no tokenizer: the sampled ids, EOS included
+    rewards, _ = env.score_batch([0, 1, 2], np.stack([action(env.lm, t) for t in texts]))
+    assert rewards.tolist() == [0.0, (6 - 9) / 4, -1.0]  # 4, 9 and 16 tokens
     env = make_env(max_new_tokens=T, reward_fn=from_trl(punish, tokenizer=env.lm))
-    texts = ["abc", "abcdefgh", "abcdefghijklmno"]  # 3, 8 and 15 tokens once re-encoded (no EOS)
     rewards, infos = env.score_batch([0, 1, 2], np.stack([action(env.lm, t) for t in texts]))
-    assert rewards.tolist() == [0.0, (6 - 8) / 4, -1.0]
+    assert rewards.tolist() == [0.0, (6 - 8) / 4, -1.0]  # 3, 8 and 15 tokens once re-encoded (no EOS)
     assert set(infos[0]["reward_components"]) == {"soft_overlong_punishment_reward"}
 
 

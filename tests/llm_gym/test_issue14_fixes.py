@@ -50,7 +50,7 @@ def test_env_with_a_missing_model_path_raises_file_not_found(shape):
 
 @pytest.mark.parametrize("shape", MISSING)
 def test_reward_model_loaders_raise_file_not_found(shape):
-    from llm_gym.rewards.models import ProcessRewardModelScorer, RewardModelScorer, resolve_backbone
+    from llm_gym.reward_models import ProcessRewardModelScorer, RewardModelScorer, resolve_backbone
 
     for load in (resolve_backbone, RewardModelScorer, ProcessRewardModelScorer):
         with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder") as info:
@@ -113,7 +113,8 @@ def test_token_ppo_with_32_envs_loads_with_its_env_and_keeps_training(ppo_token_
     loaded = PPO.load(path, env=env, device="cpu")
     assert loaded.n_envs == 32 and loaded.env.num_envs == 32
     assert loaded.config == model.config
-    assert (loaded.n_prompts, loaded.n_epochs, loaded.batch_size, loaded.learning_rate) == (32, 2, 16, 1e-5)
+    cfg = loaded.config
+    assert (cfg.n_prompts, cfg.n_epochs, cfg.batch_size, cfg.learning_rate) == (32, 2, 16, 1e-5)
     assert _same_weights(_weights(loaded), _weights(model))
     obs = env.reset()
     actions, _ = loaded.predict(obs, deterministic=True)
@@ -175,7 +176,8 @@ def test_grpo_on_a_group_vec_env_loads_with_its_env(tiny_model_dir, tmp_path):
     vec = env()
     loaded = GRPO.load(tmp_path / "grpo", env=vec, device="cpu")
     assert isinstance(loaded.env, GroupVecEnv) and loaded.n_envs == 6
-    assert loaded.config == model.config and (loaded.n_prompts, loaded.group_size, loaded.batch_size) == (3, 2, 3)
+    cfg = loaded.config
+    assert cfg == model.config and (cfg.n_prompts, cfg.group_size, cfg.batch_size) == (3, 2, 3)
     obs = vec.reset()
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
     before = _weights(loaded)

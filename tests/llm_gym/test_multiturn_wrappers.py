@@ -17,7 +17,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.monitor import Monitor
 
 import llm_gym
-from llm_gym.rewards.process import arithmetic_step_reward
+from llm_gym.rewards.arithmetic import arithmetic_step_reward
 from llm_gym.wrappers import (
     ClipReward,
     FormatReward,
@@ -135,16 +135,25 @@ def test_process_reward_rejects_multiturn_envs(guess_env):
         ProcessReward(guess_env(), arithmetic_step_reward)
 
 
-def test_batched_scoring_is_refused_on_multiturn_envs(guess_env):
-    venv = llm_gym.GroupVecEnv([lambda: LengthPenalty(guess_env(low=1, high=10), coef=0.5) for _ in range(2)])
-    actions = np.stack([encode(venv.envs[0], "7"), encode(venv.envs[0], "7")])
-    assert llm_gym.prime_sequence_rollout(venv, np.array([6, 6]), actions) is False
-    assert all(env.n_primed == 0 and env.unwrapped.n_primed == 0 for env in venv.envs)
-    with pytest.raises(ValueError, match="batched scoring is single-turn only.*Step it without priming"):
-        venv.envs[0].prime_terms([(6, "7", 2)], [-0.1])
-    venv.reset_groups([6, 6])
-    _, rewards, dones, _ = venv.step(actions)  # computed on the step: 1 - 0.5 * 2 / 16
-    assert rewards.tolist() == [0.9375, 0.9375] and dones.all()
+def test_multiturn_terms_are_scored_once_per_vector_step(guess_env):
+    calls = []
+
+    def guess_length(prompts, responses, answers, **fields):
+        calls.append(list(responses))
+        return [float(len(r)) for r in responses]
+
+    venv = llm_gym.GroupVecEnv([lambda: RewardFunction(LengthPenalty(guess_env(low=1, high=10), coef=0.5),
+                                                       guess_length, weight=0.1) for _ in range(3)])
+    assert venv.groups == [[0, 1, 2]] and len(venv.scorers) == 1  # equal sub-envs: one scorer
+    venv.reset_groups([6, 6, 6])  # secret 7
+    step = [encode(venv.envs[0], t) for t in ("3", "7", "77")]
+    _, rewards, dones, _ = venv.step(np.stack(step))
+    assert calls == [["7"]] and dones.tolist() == [False, True, False]  # no call for the rows that go on
+    assert rewards[1] == np.float32(1 - 0.5 * 2 / 16 + 0.1 * 1)
+    _, rewards, dones, _ = venv.step(np.stack([encode(venv.envs[0], "7")] * 3))
+    assert calls == [["7"], ["7", "7"]] and dones.tolist() == [True, False, True]  # both endings in one call
+    # row 0: "3" + EOS, "7" + EOS = 4 assistant tokens; row 2: "77" + EOS, "7" + EOS = 5; row 1 waits
+    assert rewards.tolist() == [np.float32(1 - 0.5 * 4 / 16 + 0.1), 0.0, np.float32(1 - 0.5 * 5 / 16 + 0.1)]
 
 
 def test_wrapped_multiturn_envs_in_make_group_vec_env_with_monitor(tiny_model_dir):
@@ -153,7 +162,8 @@ def test_wrapped_multiturn_envs_in_make_group_vec_env_with_monitor(tiny_model_di
         FormatReward.wrapper_spec(weight=0.25, pattern=r"^\d+$"), ScaleReward.wrapper_spec(scale=2.0)))
     venv = llm_gym.make_group_vec_env(spec, 2, monitor=True, model=str(tiny_model_dir), device="cpu",
                                       low=1, high=10, max_new_tokens=16, max_prompt_length=None)
-    assert isinstance(venv.envs[1], Monitor) and isinstance(venv.envs[1].env, ScaleReward)
+    assert isinstance(venv.envs[1], ScaleReward)  # Monitor's statistics are kept by the vector env
+    assert venv.env_is_wrapped(Monitor) == [True, True] and venv.stats is not None
     venv.reset_groups([4, 6])  # secrets 5 and 7
     waves = [("3", "3"), ("5", "9"), ("5", "8")]  # env 0: higher, correct; env 1: higher, lower, lower
     returns, results = np.zeros(2), []

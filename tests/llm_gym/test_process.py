@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from llm_gym.rewards import RewardFunctionError
-from llm_gym.rewards.process import (
-    IncrementalDecoder,
-    Step,
-    arithmetic_step_reward,
-    call_process_reward_fn,
-    check_arithmetic_step,
-    split_steps,
-    token_texts,
-)
+from llm_gym.rewards.arithmetic import arithmetic_step_reward, check_arithmetic_step
+from llm_gym.rewards.process import call_process_reward_fn
+from llm_gym.rewards.steps import IncrementalDecoder, Step, split_steps, token_texts
 from llm_gym.tasks import get_problems
 
 

@@ -9,7 +9,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from llm_gym.envs import SequenceEnv, TokenEnv
 from llm_gym.rewards import CombinedReward, RewardFunctionError, math_answer_reward
-from llm_gym.rewards.process import arithmetic_step_reward
+from llm_gym.rewards.arithmetic import arithmetic_step_reward
 from llm_gym.tasks import Problem
 from llm_gym.wrappers.process import ProcessReward
 

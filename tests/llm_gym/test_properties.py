@@ -37,8 +37,8 @@ from llm_gym.rewards import (
     overlong_penalty,
     regex_format_reward,
 )
+from llm_gym.rewards.arithmetic import check_arithmetic_step
 from llm_gym.rewards.format import boxed_contents
-from llm_gym.rewards.process import check_arithmetic_step
 
 #: Seconds one reward call may take on up to 100k characters (they take milliseconds; the margin is for a
 #: loaded 2-core machine).

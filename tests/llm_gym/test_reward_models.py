@@ -1,4 +1,4 @@
-"""Reward models (llm_gym.rewards.models): scorers, pair encoding, step ends, training, saving, the backbone.
+"""Reward models (llm_gym.reward_models): scorers, pair encoding, step ends, training, saving, the backbone.
 
 Everything runs on a tiny random BERT (1 layer, width 32, character tokenizer) built at test time; the real
 MiniLM backbone is only located, never loaded.
@@ -14,15 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from llm_gym.rewards import call_reward_fn
-from llm_gym.rewards.models import (
+from llm_gym.reward_models import (
     ID2LABEL,
     IGNORE_INDEX,
     METADATA_FILE,
     MINILM_INSTALL_HINT,
     ProcessRewardModelScorer,
     RewardModelScorer,
-    _training_batch,
     binary_metrics,
     build_tiny_reward_backbone,
     encode_pairs,
@@ -32,6 +30,8 @@ from llm_gym.rewards.models import (
     step_spans,
     train_reward_model,
 )
+from llm_gym.reward_models.training import _training_batch
+from llm_gym.rewards import call_reward_fn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

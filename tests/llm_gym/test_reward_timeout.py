@@ -23,7 +23,7 @@ from llm_gym.rewards import (
     call_reward_fn,
     math_answer_reward,
 )
-from llm_gym.rewards import base as reward_base
+from llm_gym.rewards import calling as reward_calling
 from llm_gym.rewards import math as math_reward
 
 BATCH = (["q1", "q2", "q3"], [r"so \boxed{42}", "The answer is 0.5", "no idea"], ["42", "1/2", "7"])
@@ -95,7 +95,7 @@ def test_a_dying_worker_is_reported_and_replaced() -> None:
 
 
 def test_unpicklable_lambda_falls_back_to_a_thread_and_warns_once() -> None:
-    reward_base._WARNED_THREAD_FALLBACK.discard("<lambda>")
+    reward_calling._WARNED_THREAD_FALLBACK.discard("<lambda>")
     threads = []
     fn = lambda p, r, a, **kw: threads.append(threading.current_thread()) or [1.0] * len(r)  # noqa: E731
     with pytest.warns(RuntimeWarning, match=r"'<lambda>' cannot run in a worker process .* cannot be pickled"
@@ -120,7 +120,7 @@ class TinyRewardModel:
 
 
 def test_callable_holding_a_torch_model_runs_in_a_thread() -> None:
-    reward_base._WARNED_THREAD_FALLBACK.discard("TinyRewardModel")
+    reward_calling._WARNED_THREAD_FALLBACK.discard("TinyRewardModel")
     with pytest.warns(RuntimeWarning, match="holds a torch model"):
         out = call_reward_fn(TinyRewardModel(), *BATCH, timeout=5.0)
     assert out.values.tolist() == [0.0, 0.0, 0.0]  # ran, in a worker thread of this process

@@ -453,7 +453,7 @@ _CHILD = r'''
 import json, sys, time
 from llm_gym.rewards import arithmetic_step_reward, boxed_format_reward, extract_answer, math_answer_reward
 from llm_gym.rewards.format import boxed_contents
-from llm_gym.rewards.process import check_arithmetic_step
+from llm_gym.rewards.arithmetic import check_arithmetic_step
 
 CALLS = {
     "boxed_contents": boxed_contents,

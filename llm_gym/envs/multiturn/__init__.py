@@ -13,7 +13,7 @@ gradient to them and to nothing else. A subclass decides what the env answers to
   ``higher`` / ``lower``; a correct guess ends the episode with reward 1.
 """
 
-from llm_gym.envs.multiturn.base import MultiTurnEnv, TurnResult
+from llm_gym.envs.multiturn.base import MultiTurnEnv, TurnResult, is_multi_turn
 from llm_gym.envs.multiturn.guess_number import GUESS_QUESTION, GuessNumberEnv
 from llm_gym.envs.multiturn.tool_math import TOOL_PROMPT_TEMPLATE, ToolMathEnv
 
@@ -24,4 +24,5 @@ __all__ = [
     "MultiTurnEnv",
     "ToolMathEnv",
     "TurnResult",
+    "is_multi_turn",
 ]

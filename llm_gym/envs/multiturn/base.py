@@ -5,20 +5,31 @@ See :mod:`llm_gym.envs.multiturn` for the family; subclasses implement :meth:`Mu
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
 
-from llm_gym.envs.common import LLMEnvBase, problem_fields
-from llm_gym.envs.sequence import _check_action
+from llm_gym.envs.common import LLMEnvBase
+from llm_gym.envs.sequence import check_action
 from llm_gym.lm import LanguageModel
-from llm_gym.rewards import math_answer_reward
+from llm_gym.text import encode_message, valid_text
 from llm_gym.validation import check_int
 
-__all__ = ["MultiTurnEnv", "TurnResult"]
+__all__ = ["MultiTurnEnv", "TurnResult", "is_multi_turn"]
+
+
+def is_multi_turn(observation_space: spaces.Space) -> bool:
+    """True for a multi-turn env's observation space (a ``Dict`` with an ``assistant_mask``).
+
+    The one test of "is this env multi-turn" for wrappers (``env.observation_space``) and algorithms (the
+    model's ``observation_space``): :class:`MultiTurnEnv` observations carry the ``assistant_mask``.
+    """
+    return isinstance(observation_space, spaces.Dict) and "assistant_mask" in observation_space.spaces
 
 # Content of the stand-in assistant message whose end the chat template's end-of-turn text follows.
 _PLACEHOLDER = "ASSISTANT_TURN_PLACEHOLDER"
@@ -37,6 +48,14 @@ class TurnResult:
             ``reward_components.get("accuracy", 0.0)``.
         role: Chat role of ``message``, ``"user"`` or ``"tool"`` (any role the chat template renders).
         info: Extra ``info`` keys for this step (e.g. ``"tool_calls"``).
+        score_answer: True for a final turn (``message`` None) that the env scores with its own reward
+            (``reward_fn``), as a :class:`~llm_gym.envs.sequence.SequenceEnv` scores a response: ``reward``,
+            ``reward_components`` and ``accuracy`` are then filled in by the env, in ONE call for every
+            sub-env of a vector env whose final turn comes on the same vector step. Leave them at their
+            defaults.
+
+    Raises:
+        ValueError: ``score_answer`` with a ``message`` (only a final turn is scored as an answer).
     """
 
     message: str | None
@@ -45,6 +64,24 @@ class TurnResult:
     accuracy: float | None = None
     role: str = "user"
     info: dict[str, Any] = field(default_factory=dict)
+    score_answer: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.message, str):  # valid text for the tokenizer: a lone surrogate becomes U+FFFD
+            object.__setattr__(self, "message", valid_text(self.message))
+        if self.score_answer and self.message is not None:
+            raise ValueError("TurnResult(score_answer=True) is for a final turn: set message=None (the episode "
+                             "ends), or score_answer=False for a turn the env answers.")
+
+
+class _PendingTurn(NamedTuple):
+    """A turn begun by :meth:`MultiTurnEnv.begin_step`, waiting for the env's score of its answer (if any)."""
+
+    problem_id: int
+    turn: np.ndarray  # (n,) the turn's real token ids
+    closed: bool  # the turn ended with EOS
+    text: str
+    result: TurnResult
 
 
 class MultiTurnEnv(LLMEnvBase):
@@ -243,10 +280,15 @@ class MultiTurnEnv(LLMEnvBase):
         return suffix
 
     def message_ids(self, message: str, role: str = "user", closed: bool = True) -> np.ndarray:
-        """Token ids of :meth:`message_text`, ``(m,)`` int64 (no special tokens added), as a step appends."""
-        ids = self.lm.tokenizer(self.message_text(message, role, closed), add_special_tokens=False)[
-            "input_ids"
-        ]
+        """Token ids of :meth:`message_text`, ``(m,)`` int64 (no special tokens added), as a step appends.
+
+        The message is the policy's text as far as the tokenizer goes: lone surrogates become U+FFFD and
+        special-token text in it (``"<|im_end|>"``) is encoded as plain text, never as the special token
+        (:func:`llm_gym.text.encode_message`); only the chat template's own special tokens are special.
+        """
+        message = valid_text(message)
+        ids = encode_message(self.lm.tokenizer, self.message_text(message, role, closed), message,
+                             lambda content: self.message_text(content, role, closed))
         return np.asarray(ids, dtype=np.int64)
 
     # ----------------------------------------------------------------- subclass hooks
@@ -268,7 +310,7 @@ class MultiTurnEnv(LLMEnvBase):
         raise NotImplementedError(f"{type(self).__name__} must implement respond(turn_text) -> TurnResult.")
 
     def score_text(self, text: str) -> tuple[float, dict[str, float], float]:
-        """Score a final answer to the current problem with the env's reward, as SequenceEnv scores one.
+        """Score a final answer to the current problem with the env's reward (:meth:`score_texts` on one row).
 
         Args:
             text: The final turn's text.
@@ -280,18 +322,7 @@ class MultiTurnEnv(LLMEnvBase):
         Raises:
             RewardFunctionError: a reward function failed (names it).
         """
-        k = self._problem_id
-        problem, prompts = self.problems[k], [self.prompts[k]]
-        total, components = self.reward.compute(
-            prompts, [text], [problem.answer], **problem_fields([problem])
-        )
-        values = {name: float(v[0]) for name, v in components.items()}
-        accuracy = (
-            values["accuracy"]
-            if "accuracy" in values
-            else float(math_answer_reward(prompts, [text], [problem.answer])[0])
-        )
-        return float(total[0]), values, accuracy
+        return self.score_texts([self._problem_id], [text])[0]
 
     # ----------------------------------------------------------------- episode
     @property
@@ -345,19 +376,23 @@ class MultiTurnEnv(LLMEnvBase):
         """``(turn ids (n,), closed)``: the action's real tokens and whether they end with EOS."""
         import torch
 
-        ids = _check_action(action, self.max_new_tokens, self.lm.vocab_size)
+        ids = check_action(action, self.max_new_tokens, self.lm.vocab_size)
         n = int(self.lm.response_mask(torch.as_tensor(ids[None]))[0].sum())
         turn = ids[:n]
         return turn, bool(n > 0 and turn[-1] == self.lm.eos_token_id)
 
-    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        """Append one assistant turn, let the env answer it, and append the answer.
+    def begin_step(self, action: Any) -> _PendingTurn:
+        """The first part of ``step``: read the turn and let the env answer it (:meth:`respond`).
+
+        ``step(action)`` appends one assistant turn, lets the env answer it and appends the answer:
+        ``(obs, reward, terminated, truncated, info)`` (see the class docstring). A final turn whose
+        :class:`TurnResult` has ``score_answer`` is scored in :meth:`score_pending`.
 
         Args:
             action: ``(max_new_tokens,)`` int token ids (see the class docstring for the padding rule).
 
         Returns:
-            ``(obs, reward, terminated, truncated, info)``; see the class docstring.
+            The pending turn.
 
         Raises:
             RuntimeError: ``step`` before ``reset`` or after the episode ended.
@@ -378,6 +413,30 @@ class MultiTurnEnv(LLMEnvBase):
             raise TypeError(
                 f"{type(self).__name__}.respond must return a TurnResult, got {type(result).__name__}."
             )
+        return _PendingTurn(self._problem_id, turn, closed, text, result)
+
+    def score_pending(self, pending: Sequence[_PendingTurn]) -> list[tuple[float, dict[str, float], float] | None]:
+        """Score the final answers among pending turns (of this env or equal ones): ONE call of the env's reward.
+
+        Returns:
+            Per pending turn, ``(total, components, accuracy)`` (:meth:`score_texts`) when its
+            :class:`TurnResult` asks for ``score_answer``, else None.
+        """
+        rows = [r for r, p in enumerate(pending) if p.result.score_answer]
+        out: list[tuple[float, dict[str, float], float] | None] = [None] * len(pending)
+        scores = self.score_texts([pending[r].problem_id for r in rows], [pending[r].text for r in rows],
+                                  [pending[r].turn for r in rows])
+        for r, score in zip(rows, scores, strict=True):
+            out[r] = score
+        return out
+
+    def finish_step(self, pending: _PendingTurn, score: tuple[float, dict[str, float], float] | None
+                    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Append the turn and the env's answer; the step's ``(obs, reward, terminated, truncated, info)``."""
+        turn, closed, text, result = pending.turn, pending.closed, pending.text, pending.result
+        if score is not None:
+            total, components, accuracy = score
+            result = dataclasses.replace(result, reward=total, reward_components=components, accuracy=accuracy)
         self._spans.append((len(self._conv), len(self._conv) + len(turn)))
         self._append(turn, assistant=True)
         self._turns += 1

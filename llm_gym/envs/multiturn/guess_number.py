@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from typing import Any
 
 from llm_gym.envs.multiturn.base import MultiTurnEnv, TurnResult
@@ -17,7 +18,10 @@ GUESS_QUESTION = (
     "I am thinking of an integer between {low} and {high}. Guess it: reply with one integer, and I "
     "will tell you whether my number is higher or lower."
 )
-_INTEGER = re.compile(r"-?\d+")
+# A number as written: a radix literal ("0x10") or digits with optional decimal parts ("11.7", "1.2.3"), signed.
+# Only a plain integer is a guess: "11.7" is not 7 (nor 11), "0x10" not 10. "42." ends a sentence: 42.
+_NUMBER = re.compile(r"-?(?:0[xXbBoO][0-9a-fA-F]\w*|\d+(?:\.\d+)*)")
+_WHOLE = re.compile(r"-?\d+")
 _MAX_SECRETS = 10_000
 
 
@@ -29,11 +33,14 @@ class GuessNumberEnv(MultiTurnEnv):
     draws the secret from ``np_random`` (reproducible with ``reset(seed=...)``) and
     ``options={"problem_id": k}`` picks secret ``low + k``.
 
-    Each turn's guess is the last integer in its text. A guess below the secret gets ``"higher"``, above
-    it ``"lower"`` (as a user message), no integer gets a reminder to reply with one; the correct guess
+    Each turn's guess is the last number in its text, which must be a whole integer written in decimal
+    (``"42"``, ``"-3"``, ``"42."`` at the end of a sentence). A guess below the secret gets ``"higher"``, above
+    it ``"lower"`` (as a user message); no number, or a last number that is not a whole integer (``"11.7"``,
+    ``"0x10"``), is an invalid move and gets a reminder to reply with one integer. The correct guess
     terminates the episode with reward 1.0 (``accuracy`` 1.0). Every other step pays 0.0; ``max_turns``
     (default 7, enough for binary search over 1..100) truncates with accuracy 0. Info adds ``guess`` (this
-    turn's integer, or None).
+    turn's integer, or None: an invalid move, or an integer with more digits than any secret, which only
+    its sign places, above or below the range).
 
     Args:
         model: As :class:`MultiTurnEnv`.
@@ -99,17 +106,30 @@ class GuessNumberEnv(MultiTurnEnv):
         """``"higher"`` / ``"lower"`` for a wrong guess, None (final, reward 1.0) for the secret.
 
         Args:
-            turn_text: The turn's text; its last integer is the guess.
+            turn_text: The turn's text; its last number is the guess, if it is a whole integer.
 
         Returns:
             A :class:`TurnResult`.
         """
-        numbers = _INTEGER.findall(turn_text)
-        if not numbers:
+        numbers = _NUMBER.findall(turn_text)
+        if not numbers or not _WHOLE.fullmatch(numbers[-1]):
             return TurnResult(
                 f"Please reply with one integer between {self.low} and {self.high}.", info={"guess": None}
             )
-        guess = int(numbers[-1])
+        guess = self._integer(numbers[-1])
+        if guess is None:  # more digits than any secret: only its sign matters
+            return TurnResult("higher" if numbers[-1].startswith("-") else "lower", info={"guess": None})
         if guess == self.secret:
             return TurnResult(None, 1.0, {"accuracy": 1.0}, 1.0, info={"guess": guess})
         return TurnResult("higher" if guess < self.secret else "lower", info={"guess": guess})
+
+    def _integer(self, text: str) -> int | None:
+        """``int(text)`` for a plain integer, or None when it has more digits than ``low`` and ``high``.
+
+        Such an integer lies outside ``[low, high]``, and ``int`` may refuse it (Python's 4,300-digit limit).
+        """
+        body = text.lstrip("-")
+        start = next((i for i, c in enumerate(body) if unicodedata.decimal(c) != 0), len(body))  # leading zeros
+        if len(body) - start > max(len(str(abs(self.low))), len(str(abs(self.high)))):
+            return None
+        return int(text[: len(text) - len(body)] + (body[start:] or "0"))

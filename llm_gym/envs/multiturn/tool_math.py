@@ -38,6 +38,10 @@ class ToolMathEnv(MultiTurnEnv):
     result), and answers with one line per call as a ``tool_role`` message: ``"{expression} = {result}"``,
     or ``"{expression}: Error: ..."``. The step's reward is ``-tool_call_cost`` per call (component
     ``"tool_cost"``). Text after a call stays in the turn as sampled (a sampler may stop at ``</calc>``).
+    Whatever the policy writes, the reply is valid text the tokenizer encodes as plain tokens: a call that
+    cannot be read (malformed JSON, an integer over Python's 4,300-digit limit, a radix literal such as
+    ``0x10``) gets an ``"Error: ..."`` result, a ``"\\ud800"`` JSON escape becomes U+FFFD, and special-token
+    text echoed from the call (``"<|im_end|>"``) stays characters (:meth:`MultiTurnEnv.message_ids`).
 
     A turn without tool calls is final: it is scored with the env's reward like a SequenceEnv response
     (default: math-verify ``accuracy`` of its ``\\boxed{}`` answer, plus ``format_weight`` x ``format``, or
@@ -97,16 +101,12 @@ class ToolMathEnv(MultiTurnEnv):
             turn_text: The turn's text.
 
         Returns:
-            A :class:`TurnResult`: the tool's reply and ``-tool_call_cost`` per call, or (no call) None with
-            the env's reward of the answer.
-
-        Raises:
-            RewardFunctionError: a reward function failed on a final answer.
+            A :class:`TurnResult`: the tool's reply and ``-tool_call_cost`` per call, or (no call) a final
+            turn the env scores with its reward (``score_answer=True``).
         """
         calls = [(call.expression, str(result)) for call, result in self._run_tool_calls(turn_text)]
-        if not calls:
-            total, components, accuracy = self.score_text(turn_text)
-            return TurnResult(None, total, components, accuracy, info={"tool_calls": []})
+        if not calls:  # the final answer: the env scores it with its reward (score_pending, batched)
+            return TurnResult(None, info={"tool_calls": []}, score_answer=True)
         lines = [f"{expr}: {res}" if res.startswith("Error") else f"{expr} = {res}" for expr, res in calls]
         cost = 0.0 - self.tool_call_cost * len(calls)  # 0.0, not -0.0, without a cost
         return TurnResult(
