@@ -222,7 +222,7 @@ def test_resume_records_what_ran_and_needs_more_timesteps(tmp_path):
         train.resume_settings(train.parse_args(argv), argv)
     (tmp_path / "broken.zip").write_bytes(b"not a zip")
     argv = ["--resume", str(tmp_path / "broken.zip")]
-    with pytest.raises(SystemExit, match=r"not a readable llm-gym checkpoint \(BadZipFile"):
+    with pytest.raises(SystemExit, match=r"not a readable llm-gym checkpoint \(CheckpointError: .*BadZipFile"):
         train.resume_settings(train.parse_args(argv), argv)
 
 
@@ -270,3 +270,49 @@ def test_resume_compares_models_by_what_they_load(tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tiny_model_dir.parent)
     assert train._same("model", tiny_model_dir.name, str(tiny_model_dir))
     assert not train._same("model", "./no-such-folder", str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("case", ["output_dir_is_a_file", "model_zip_is_a_folder", "tensorboard_log_is_a_file",
+                                  "checkpoints_is_a_file"])
+def test_unwritable_outputs_are_refused_before_anything_loads(case, tmp_path, capsys):
+    """A finished training must never be lost to a path that cannot be written: checked at parse time."""
+    from agents.cli import train as cli_train
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["--output-dir", str(tmp_path / "out"), "--run-name", "run"]
+    if case == "output_dir_is_a_file":
+        argv = ["--output-dir", str(afile)]
+    elif case == "model_zip_is_a_folder":
+        (tmp_path / "out" / "run" / "model.zip").mkdir(parents=True)
+    elif case == "tensorboard_log_is_a_file":
+        argv += ["--tensorboard-log", str(afile)]
+    else:
+        (tmp_path / "out" / "run").mkdir(parents=True)
+        (tmp_path / "out" / "run" / "checkpoints").write_text("x")
+    with pytest.raises(SystemExit) as done:
+        cli_train.parse_args(argv)
+    assert done.value.code == 2
+    assert "could not be saved after training" in capsys.readouterr().err
+
+
+def test_eval_out_that_is_a_folder_is_refused_before_evaluating(tmp_path, capsys):
+    from agents.cli import evaluate as cli_eval
+
+    with pytest.raises(SystemExit) as done:
+        cli_eval.main(["--out", str(tmp_path)])
+    assert done.value.code == 2 and "not a writable file path" in capsys.readouterr().err
+
+
+def test_resume_reads_the_settings_within_the_size_cap(tmp_path):
+    """A zip whose llm_gym.json inflates past its cap is refused before it is inflated whole."""
+    import zipfile
+
+    from agents.common.checkpoint import META, META_MAX_BYTES
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(META, b"[" + b" " * (META_MAX_BYTES + 10) + b"]")
+    argv = ["--resume", str(bomb)]
+    with pytest.raises(SystemExit, match="cap"):
+        train.resume_settings(train.parse_args(argv), argv)

@@ -15,8 +15,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import sys
 import zipfile
 from collections.abc import Callable
@@ -106,10 +106,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def checkpoint_base_model(path: str | Path) -> str | None:
     """The ``model_name_or_path`` recorded in a checkpoint zip (its JSON metadata), or None."""
-    from agents.common.checkpoint import META
+    from agents.common.checkpoint import META, peek_meta
 
     with zipfile.ZipFile(path) as archive:
-        data = json.loads(archive.read(META).decode()) if META in archive.namelist() else {}
+        has_meta = META in archive.namelist()
+    data = peek_meta(path) if has_meta else {}  # within the member's size cap and nesting limit
     value = data.get("model_name_or_path")
     return value if isinstance(value, str) else None
 
@@ -261,10 +262,20 @@ def print_result(result: dict[str, Any]) -> None:
           f"truncated {result['truncated_fraction']:.2%}  ({result['seconds']:.1f} s)")
 
 
+def _writable_parent(path: Path) -> bool:
+    """Whether ``path``'s nearest existing ancestor is a writable folder (so the file can be made)."""
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    return parent.is_dir() and os.access(parent, os.W_OK)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Evaluate, print, and write ``--out``. Returns 0, or 2 on missing files or an env id, keyword or split the env
     cannot take (bad flags exit with status 2). ``prog``: the command's name (``"llm-gym eval"``)."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.out and (Path(args.out).is_dir() or not _writable_parent(Path(args.out))):
+        parser.error(f"--out {args.out}: not a writable file path (a folder, or its folder cannot be made); the "
+                     f"results could not be written after the evaluation. Choose another path.")
     try:
         env_kwargs(None, args, notes=False)  # the env id, keywords and split, before any model loads
         result = evaluate(args)

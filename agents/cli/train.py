@@ -42,6 +42,7 @@ from agents.cli.train_flags import (  # noqa: F401  (the job's flags, kept impor
     env_keywords,
     explicit_flags,
     parse_args,
+    run_folder,
 )
 from agents.cli.train_resume import (  # noqa: F401
     _model_path,
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     main_process = not init_distributed() or is_main_process()
     if args.resume:
         resume_settings(args, argv)
-    run_name = args.run_name or f"{args.algo.upper()}_{bare_id(args.env).replace('/', '_')}"
-    out = Path(args.output_dir) / run_name
+    out = run_folder(args)
+    run_name = out.name
     rewards = reward_kwargs(args)
     try:
         train_env, eval_env = make_envs(args, rewards)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agents import ALGORITHMS, AlgorithmConfig
@@ -288,7 +290,48 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     args = parser.parse_args(argv)
     check_config_flags(parser, args)
     check_env_flags(parser, args)
+    check_output_flags(parser, args)
     return args
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """``<output-dir>/<run-name>``; the run name defaults to ``<ALGO>_<env>`` (the bare env id)."""
+    return Path(args.output_dir) / (args.run_name or f"{args.algo.upper()}_{bare_id(args.env).replace('/', '_')}")
+
+
+#: What the run folder holds after a run: name -> True for a folder, False for a file.
+RUN_FILES = {"model.zip": False, "model_last.zip": False, "results.json": False, "hf_model": True,
+             "checkpoints": True}
+
+
+def _path_problem(path: Path, folder: bool) -> str | None:
+    """Why ``path`` cannot be written as a folder (``folder``) or a file, or None when it can."""
+    if path.exists():
+        if path.is_dir() != folder:
+            return f"{path} exists and is a {'file' if folder else 'folder'}"
+        return None if os.access(path if folder else path.parent, os.W_OK) else f"{path} is not writable"
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        return f"{parent} is a file, so {path} cannot be made"
+    return None if os.access(parent, os.W_OK) else f"{parent} is not writable, so {path} cannot be made"
+
+
+def check_output_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit (status 2) before anything loads when a run's outputs could not be written after training.
+
+    Checks ``--output-dir``, the run folder and what a run writes in it (:data:`RUN_FILES`), and
+    ``--tensorboard-log``: each must be a folder or file of the right kind, or makeable, and writable.
+    """
+    out = run_folder(args)
+    checks = [(Path(args.output_dir), True, "--output-dir"), (out, True, "--output-dir/--run-name")]
+    checks += [(out / name, folder, "--output-dir/--run-name") for name, folder in RUN_FILES.items()]
+    if args.tensorboard_log:
+        checks.append((Path(args.tensorboard_log), True, "--tensorboard-log"))
+    for path, folder, flag in checks:
+        problem = _path_problem(path, folder)
+        if problem:
+            parser.error(f"{flag}: {problem}; the run's outputs could not be saved after training. Choose "
+                         f"another path.")
 
 
 #: The env keywords the job's flags set: keyword -> flag. A flag left out (None) is the env's default.

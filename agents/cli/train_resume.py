@@ -4,14 +4,13 @@ tensor, refuse flags that contradict them, and set the flags to what will run.""
 from __future__ import annotations
 
 import argparse
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from agents import ALGORITHMS, AlgorithmConfig
 from agents.cli.train_flags import explicit_flags
-from agents.common.checkpoint import META
+from agents.common.checkpoint import META, peek_meta
 
 
 def read_checkpoint_settings(path: str) -> dict[str, Any]:
@@ -24,8 +23,7 @@ def read_checkpoint_settings(path: str) -> dict[str, Any]:
     if not target.exists() and target.suffix == "":
         target = target.with_suffix(".zip")
     try:
-        with zipfile.ZipFile(target) as archive:
-            meta = json.loads(archive.read(META))
+        meta = peek_meta(target)  # within the member's size cap and nesting limit
         if not (isinstance(meta.get("config"), dict) and isinstance(meta.get("state"), dict)
                 and isinstance(meta["state"].get("num_timesteps"), int) and "algorithm" in meta):
             raise ValueError(f"{META} lacks the algorithm, config or num_timesteps")

@@ -61,7 +61,7 @@ from agents.common.fsdp import full_state, is_sharded, load_full_state
 from agents.common.guards import all_finite, first_nonfinite_named
 from agents.common.precision import lora_from_dict, lora_to_dict
 
-__all__ = ["COUNTERS", "FORMAT", "META", "SB3_OVERRIDES", "VERSION", "CheckpointError", "PickledCheckpointError",
+__all__ = ["COUNTERS", "peek_meta", "FORMAT", "META", "SB3_OVERRIDES", "VERSION", "CheckpointError", "PickledCheckpointError",
            "algorithm_state", "build_from_checkpoint", "capture_rng", "check_env_spaces", "describe_space",
            "first_nonfinite_tensor", "read_meta", "read_tensors", "restore_rng", "restore_state", "saved_class",
            "space_from_description", "write_checkpoint"]
@@ -198,6 +198,27 @@ def read_meta(path: str | Path, custom: dict[str, Any] | None = None) -> dict[st
     meta = parse_meta(path, raw)
     check_meta(path, meta, custom or {})
     return meta
+
+
+def peek_meta(path: str | Path) -> dict[str, Any]:
+    """``llm_gym.json`` of a zip, read within its size cap and parsed with its format and version checked.
+
+    For settings read before any model is built (``--resume``, ``llm-gym eval --checkpoint``): unlike
+    :func:`read_meta` it does not require the other members nor check the schema (the load that follows
+    does), but it never inflates more than the member's cap nor parses JSON nested without limit.
+
+    Raises:
+        CheckpointError: not a zip, no ``llm_gym.json``, over the cap, not JSON, or not an llm-gym checkpoint.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            raw = read_member(archive, path, META, META_MAX_BYTES)
+    except CheckpointError:
+        raise
+    except (KeyError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: no readable {META} ({type(exc).__name__}: {exc}).") from exc
+    return parse_meta(path, raw)
 
 
 def read_tensors(path: Path, caps: dict[str, int]) -> dict[str, Any]:

@@ -299,9 +299,9 @@ def _check_policy_kwargs(keys: Keys, policy_kwargs: Any, replaced: bool) -> None
         if name not in OPTIMIZER_KWARGS:
             keys.fail(f"policy_kwargs.optimizer_kwargs.{_key(name)}", "not read from a checkpoint", fix)
     key = "policy_kwargs.optimizer_kwargs."
-    for name in ("weight_decay", "momentum", "dampening"):
-        if name in options:
-            keys.real(key + name, options[name], 0.0, 1e6)
+    for name in ("weight_decay", "momentum", "dampening"):  # each in [0, 1]: a larger weight decay from a
+        if name in options:                                   # file would shrink the weights to 0 in a few steps
+            keys.real(key + name, options[name], 0.0, 1.0)
     if "eps" in options:
         keys.real(key + "eps", options["eps"], 0.0, 1.0, open_min=True)
     for name in ("amsgrad", "nesterov"):
@@ -309,7 +309,7 @@ def _check_policy_kwargs(keys: Keys, policy_kwargs: Any, replaced: bool) -> None
             keys.flag(key + name, options[name])
     if "betas" in options:
         for i, beta in enumerate(keys.sequence(key + "betas", options["betas"], length=2)):
-            keys.real(f"{key}betas.{i}", beta, 0.0, 1.0)
+            keys.real(f"{key}betas.{i}", beta, 0.0, 0.999999)  # torch requires [0, 1)
 
 
 def _check_space(keys: Keys, key: str, desc: Any, depth: int) -> None:

@@ -11,13 +11,13 @@ import sys
 import time
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from stable_baselines3.common.utils import safe_mean
 
 from agents.common.distributed import is_main_process
 from llm_gym.validation import check_int
 
-__all__ = ["LearnLoop", "check_learn_arguments"]
+__all__ = ["LearnLoop", "TimestepProgressBar", "check_learn_arguments"]
 
 
 def check_learn_arguments(model: Any, total_timesteps: Any, callback: Any, log_interval: Any, tb_log_name: Any,
@@ -54,12 +54,43 @@ def check_learn_arguments(model: Any, total_timesteps: Any, callback: Any, log_i
                          f"Pass load(path, env=env) or call model.set_env(env) first.")
 
 
+#: Advantage estimators whose baseline is the group's rewards: with them a group of equal rewards gives no
+#: gradient (the doctor's zero-variance check); GAE, REINFORCE++ and RFT learn from such groups.
+GROUP_ESTIMATORS = ("grpo", "rloo", "reinforce_plus_plus_baseline")
+
+
+class TimestepProgressBar(ProgressBarCallback):
+    """SB3's progress bar, advanced by the timesteps the algorithm counted rather than ``num_envs`` per call.
+
+    SB3's ``ProgressBarCallback`` adds ``training_env.num_envs`` on every ``on_step``, which holds for SB3's
+    own loop. Here a step call may stand for fewer rows (a token-level wave whose rows have ended) or for one
+    row of a :class:`~llm_gym.envs.vector.SequenceVecEnv` of N rows, so the bar follows ``num_timesteps``.
+    """
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        self._counted = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.pbar.update(self.model.num_timesteps - self._counted)
+        self._counted = self.model.num_timesteps
+        return True
+
+
 class LearnLoop:
     """Mixin of :class:`~agents.common.base.LLMAlgorithm`: ``learn`` and the per-iteration logging.
 
     Reads SB3's counters, logger and ``ep_info_buffer``, the rollout and train statistics of the iteration
     (``self._rollout_stats``, ``self._train_stats``) and ``self.doctor``.
     """
+
+    def _init_callback(self, callback: Any, progress_bar: bool = False) -> BaseCallback:
+        """SB3's ``_init_callback`` with :class:`TimestepProgressBar` as the progress bar."""
+        callback = super()._init_callback(callback, False)
+        if progress_bar:
+            callback = CallbackList([callback, TimestepProgressBar()])
+            callback.init_callback(self)
+        return callback
 
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str | None = None,
               reset_num_timesteps: bool = True, progress_bar: bool = False):
@@ -118,7 +149,9 @@ class LearnLoop:
         metrics = {**self._rollout_stats, **self._train_stats}
         if len(self.ep_info_buffer) > 0:
             metrics["rollout/ep_rew_mean"] = safe_mean([ep["r"] for ep in self.ep_info_buffer])
-        self.doctor.update(metrics, iteration, group_size=self.config.group_size)
+        # The zero-variance check reads groups: only the group-baselined estimators have them.
+        grouped = self.config.advantage_estimator in GROUP_ESTIMATORS
+        self.doctor.update(metrics, iteration, group_size=self.config.group_size if grouped else 1)
 
     def dump_logs(self, iteration: int = 0) -> None:
         """Record the rollout and time metrics (docs/metrics.md) and write every logger output."""

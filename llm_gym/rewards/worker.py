@@ -80,6 +80,10 @@ class RemoteError(Exception):
         super().__init__(message)
         self.remote_type_name = remote_type_name
 
+    def __reduce__(self) -> tuple:
+        """Pickle with both arguments (``Exception``'s default passes only ``args``, the message)."""
+        return (type(self), (self.remote_type_name, str(self)))
+
 
 def in_worker() -> bool:
     """True inside a reward worker process (nested timed calls then run directly: the outer call is timed)."""

@@ -122,6 +122,16 @@ def test_optimizer_settings_in_policy_kwargs_are_refused(saved, tmp_path):
         GRPO.load(rewrite(path, tmp_path / "pk.zip", meta=bad), env=make_env(), device="cpu")
 
 
+@pytest.mark.parametrize(("name", "value"), [("weight_decay", 1e6), ("momentum", 2.0), ("betas", [1.0, 1.0])])
+def test_optimizer_settings_out_of_their_range_are_refused(saved, tmp_path, name, value):
+    """A weight decay of 1e6 from a file wiped every weight in two steps; betas of 1 make torch raise late."""
+    path, meta, _, make_env = saved
+    bad = copy.deepcopy(meta)
+    bad["policy_kwargs"] = {"optimizer_kwargs": {name: value}}
+    with pytest.raises(CheckpointError, match=rf"policy_kwargs\.optimizer_kwargs\.{name}.*out of range"):
+        GRPO.load(rewrite(path, tmp_path / "range.zip", meta=bad), env=make_env(), device="cpu")
+
+
 @pytest.mark.parametrize(("section", "change", "named"), [
     ("state", {"learn": "x"}, r"key 'state\.learn': unknown key"),
     ("state", {"num_timesteps": "12"}, r"key 'state\.num_timesteps': expected an integer"),

@@ -117,18 +117,22 @@ def test_update_rejects_a_bad_group_size(bad):
         TrainingDoctor().update({}, 1, group_size=bad)
 
 
-def test_learn_loop_passes_the_config_group_size():
-    """The learn loop gives the doctor its config's group_size (so PPO's G = 1 reaches the check)."""
+@pytest.mark.parametrize(("estimator", "group_size", "expected"), [
+    ("grpo", 1, 1), ("grpo", 4, 4), ("rloo", 4, 4), ("reinforce_plus_plus_baseline", 4, 4),
+    ("gae", 2, 1), ("rft", 4, 1), ("reinforce_plus_plus", 4, 1)])
+def test_learn_loop_passes_the_config_group_size(estimator, group_size, expected):
+    """The learn loop gives the doctor its config's group_size (so PPO's G = 1 reaches the check), and 1 for
+    estimators without a group baseline (GAE, RFT, REINFORCE++ learn from a group of equal rewards)."""
     from types import SimpleNamespace
 
     from agents.common.loop import LearnLoop
 
     seen = {}
     fake = SimpleNamespace(_rollout_stats={"rollout/zero_std_groups": 1.0}, _train_stats={}, ep_info_buffer=[],
-                           config=SimpleNamespace(group_size=1),
+                           config=SimpleNamespace(group_size=group_size, advantage_estimator=estimator),
                            doctor=SimpleNamespace(update=lambda metrics, iteration, **kw: seen.update(kw)))
     LearnLoop._consult_doctor(fake, 1)
-    assert seen == {"group_size": 1}
+    assert seen == {"group_size": expected}
 
 
 def test_zero_variance_message_says_loss_is_zero_and_the_fixes():

@@ -227,3 +227,20 @@ def test_on_step_locals_hold_this_steps_infos_only(make_env):
     model.learn(8, callback=spy)
     assert spy.lengths == [(1, 1, 1)] * 8
     assert len(model.rollout_buffer.samples.rewards) == 8
+
+
+def test_progress_bar_counts_timesteps_not_calls(tiny_model_dir, monkeypatch):
+    """One response is one timestep on the bar: SB3's bar added num_envs (N on a SequenceVecEnv) per call."""
+    from agents.common.loop import TimestepProgressBar
+
+    seen = []
+    original = TimestepProgressBar._on_training_end
+    monkeypatch.setattr(TimestepProgressBar, "_on_training_end",
+                        lambda self: (seen.append((self.pbar.n, self.model.num_timesteps)), original(self))[-1])
+    from llm_gym import SequenceEnv
+
+    env = SequenceEnv(model=str(tiny_model_dir), max_new_tokens=4, n_problems=8, device="cpu",
+                              max_prompt_length=96)
+    model = GRPO("LLMPolicy", env, n_prompts=2, group_size=2, seed=0, device="cpu")
+    model.learn(8, progress_bar=True)
+    assert seen == [(8, 8)]

@@ -276,3 +276,13 @@ def test_measure_timeout_overhead(repeats: int = 31) -> None:
     print(f"\nmath_answer_reward, 32 responses, median of {repeats}: timeout off {off * 1e3:.2f} ms, "
           f"on {on * 1e3:.2f} ms, ratio {on / off:.2f}, overhead {(on - off) * 1e3:.2f} ms/call; "
           f"load average {os.getloadavg()[0]:.2f}")
+
+
+def test_remote_error_survives_a_pickle_round_trip():
+    """The worker sends RemoteError back through a pipe: it must unpickle with its type name and message."""
+    import pickle
+
+    from llm_gym.rewards.worker import RemoteError
+
+    err = pickle.loads(pickle.dumps(RemoteError("WeirdError", "boom")))
+    assert isinstance(err, RemoteError) and err.remote_type_name == "WeirdError" and str(err) == "boom"
