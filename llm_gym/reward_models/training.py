@@ -168,7 +168,8 @@ def evaluate_reward_model(scorer: ClassifierScorer, texts_or_pairs: Sequence, la
 
     Args:
         scorer: a :class:`RewardModelScorer` or :class:`ProcessRewardModelScorer`.
-        texts_or_pairs, labels: as :func:`train_reward_model`.
+        texts_or_pairs: labelled samples' texts or ``(prompt, response)`` pairs, as :func:`train_reward_model`.
+        labels: their labels, as :func:`train_reward_model`.
 
     Returns:
         ``binary_metrics`` with keys prefixed ``eval_`` (``eval_accuracy``, ``eval_balanced_accuracy``,
